@@ -1,0 +1,476 @@
+"""Augmentation throughput side by side: DALI (ours), torch on the GPU (ours), Pillow on all cores (PBA's way),
+torchvision RandAugment, and DALI's own `auto_aug.trivial_augment_wide`, in one run.
+
+Workloads
+  policy32   the PBA policy (K ~ {0,1,2}, per-sample ops and continuous magnitudes) on 32x32 images, batch 128..1024;
+             input uint8 batches already in host memory (DALI, Pillow) or on the GPU (torch).
+  imagenet   the ImageNet recipe at 224x224 from JPEG files (a shapes10 class-folder tree at 500x375, written
+             here): decode, random-resized-crop, policy, flip, colour jitter, lighting, standardise. The torch
+             path has no JPEG decoder here, so it times the policy alone on decoded 224x224 CUDA tensors (its
+             row says so in `scope`).
+  model      a WRN-40-2 step (batch 128, 32x32) and a ResNet-50 step (batch 256, 224x224), forward + backward
+             + SGD, bf16 autocast, when `hba_fast.models.build_model` imports: the policy's share of a step is
+             t_policy / (t_policy + t_step).
+
+Output: a table on stdout and one JSON line per measurement appended to bench/results/pipeline.jsonl with the
+device name, versions and git sha. GPU timings use CUDA events around `iters` steps after `warmup` steps;
+CPU-pool timings use wall-clock over a fixed image count. Without CUDA the script refuses, except `--smoke`,
+which runs every code path at tiny sizes on the CPU (DALI CPU operators) and never writes results.
+
+    python bench/bench_pipeline.py                 # on a GPU machine
+    python bench/bench_pipeline.py --smoke         # code-path check anywhere
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import types as pytypes
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hba_fast.ops import OPS
+from hba_fast.pipelines.base import PolicySample
+
+RESULTS = ROOT / "bench" / "results" / "pipeline.jsonl"
+PROB, MAG_FRAC = 0.3, 0.5  # the benchmarked policy: every slot at p = 0.3, magnitude mid-range
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def policy_tensors(device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    probs = torch.full((30,), PROB, device=device)
+    mags = torch.tensor([o.lo + MAG_FRAC * (o.hi - o.lo) for o in OPS] * 2, device=device)
+    return probs, mags
+
+
+class FixedSampler:
+    """The benchmarked policy as a pipeline sampler (no lambda)."""
+
+    def sample(self, batch_size, epoch, device):
+        probs, mags = policy_tensors(device)
+        return PolicySample(probs.expand(batch_size, 30), mags.expand(batch_size, 30), None)
+
+
+def environment() -> dict:
+    import PIL
+
+    info = {"torch": torch.__version__, "pillow": PIL.__version__, "python": platform.python_version(),
+            "cpus": os.cpu_count(), "host": platform.node()}
+    try:
+        import nvidia.dali
+
+        info["dali"] = nvidia.dali.__version__
+    except ImportError:
+        info["dali"] = None
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        info["torchvision"] = None
+    info["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    try:
+        info["git_sha"] = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
+        info["git_dirty"] = bool(subprocess.check_output(["git", "status", "--porcelain"], cwd=ROOT, text=True))
+    except (OSError, subprocess.CalledProcessError):
+        info["git_sha"] = None
+    return info
+
+
+def sync(gpu: bool) -> None:
+    if gpu:
+        torch.cuda.synchronize()
+
+
+def run_synced(pipe, gpu: bool) -> None:
+    """One DALI iteration, its GPU work finished (wall-clock timing of DALI's own streams)."""
+    pipe.run()
+    sync(gpu)
+
+
+def time_steps(step, iters: int, warmup: int, gpu: bool) -> float:
+    """Seconds per step: CUDA events on the GPU (after a sync), wall-clock otherwise."""
+    for _ in range(warmup):
+        step()
+    sync(gpu)
+    if gpu:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / iters
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return (time.perf_counter() - t0) / iters
+
+
+# ---------------------------------------------------------------- Pillow on all cores (PBA's way)
+
+
+def _pil_op(im, name: str, m: float):
+    from PIL import Image, ImageEnhance, ImageOps
+
+    w, h = im.size
+    affine = {"ShearX": (1, m, 0, 0, 1, 0), "ShearY": (1, 0, 0, m, 1, 0), "TranslateX": (1, 0, m * w, 0, 1, 0),
+              "TranslateY": (1, 0, 0, 0, 1, m * h)}
+    if name in affine:
+        return im.transform(im.size, Image.Transform.AFFINE, affine[name], Image.Resampling.NEAREST,
+                            fillcolor=(128, 128, 128))
+    if name == "Rotate":
+        return im.rotate(m, fillcolor=(128, 128, 128))
+    if name in ("AutoContrast", "Invert", "Equalize"):
+        return {"AutoContrast": ImageOps.autocontrast, "Invert": ImageOps.invert, "Equalize": ImageOps.equalize}[name](im)
+    if name == "Solarize":
+        return ImageOps.solarize(im, 256 - m)
+    if name == "Posterize":
+        bits = 8 - round(m)
+        return ImageOps.posterize(im, bits) if bits >= 1 else Image.new("RGB", im.size)
+    if name == "Cutout":
+        side = round(m * min(w, h))
+        cy, cx = np.random.randint(h), np.random.randint(w)
+        out = im.copy()
+        out.paste((125, 122, 113), (cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side))
+        return out
+    return getattr(ImageEnhance, name)(im).enhance(m)
+
+
+def _pil_policy(im, rng: np.random.Generator):
+    from hba_fast.pipelines.dali_readers import draw_policy
+
+    probs, mags = (t.numpy()[None] for t in policy_tensors())
+    draw = draw_policy(probs, mags, rng)
+    for pos in range(2):
+        if draw["ops"][0, pos] >= 0:
+            im = _pil_op(im, OPS[draw["ops"][0, pos]].name, float(draw["mags"][0, pos]))
+    return im
+
+
+def _pil_chunk_32(args):
+    from PIL import Image
+
+    images, seed = args
+    rng = np.random.default_rng(seed)
+    out = [np.asarray(_pil_policy(Image.fromarray(img), rng)) for img in images]
+    return np.stack(out)
+
+
+def _tv_chunk_32(args):
+    import torchvision.transforms as T
+    from PIL import Image
+
+    images, seed = args
+    torch.manual_seed(seed)
+    ra = T.RandAugment()
+    return np.stack([np.asarray(ra(Image.fromarray(img))) for img in images])
+
+
+def has_torchvision() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _rrc_box(w: int, h: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    for _ in range(10):
+        area = w * h * rng.uniform(0.08, 1.0)
+        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        cw, ch = round(np.sqrt(area * ratio)), round(np.sqrt(area / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+            return x, y, x + cw, y + ch
+    return 0, 0, w, h
+
+
+def _pil_chunk_jpeg(args):
+    """Decode, random-resized-crop, policy (or RandAugment), flip, colour jitter, lighting, standardise."""
+    from PIL import Image, ImageEnhance
+
+    files, size, seed, randaugment = args
+    rng = np.random.default_rng(seed)
+    ra = None
+    if randaugment:
+        import torchvision.transforms as T
+
+        ra = T.RandAugment()
+    out = np.empty((len(files), 3, size, size), np.float32)
+    eigval = np.array([0.2175, 0.0188, 0.0045])
+    eigvec = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+    for i, f in enumerate(files):
+        im = Image.open(f).convert("RGB")
+        im = im.resize((size, size), Image.Resampling.BILINEAR, box=_rrc_box(*im.size, rng))
+        im = ra(im) if ra is not None else _pil_policy(im, rng)
+        if rng.random() < 0.5:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        for enh in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            im = enh(im).enhance(rng.uniform(0.6, 1.4))
+        x = np.asarray(im, np.float32) / 255.0 + eigvec @ (rng.normal(0, 0.1, 3) * eigval)
+        out[i] = ((x - MEAN) / STD).transpose(2, 0, 1)
+    return out
+
+
+def pool_throughput(pool, fn, chunks) -> float:
+    """Images per second of `fn` mapped over `chunks` by the process pool."""
+    t0 = time.perf_counter()
+    n = sum(len(r) for r in pool.imap_unordered(fn, chunks))
+    return n / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- DALI pipelines
+
+
+def dali_policy_pipe(images_hwc: np.ndarray, batch: int, dali_dev: str, threads: int, trivial: bool):
+    """external_source uint8 batches (+ the PBA draw) -> policy (ours) or trivial_augment_wide (DALI's)."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    from hba_fast.pipelines.dali_ops import affine_matrices, apply_op_by_index
+    from hba_fast.pipelines.dali_readers import draw_policy
+
+    rng = np.random.default_rng(0)
+    probs, mags = (t.numpy()[None].repeat(batch, 0) for t in policy_tensors())
+    n = len(images_hwc) // batch
+    batches = [list(images_hwc[i * batch:(i + 1) * batch]) for i in range(n)]
+    state = {"i": 0}
+
+    def source():
+        draw = draw_policy(probs, mags, rng)
+        b = batches[state["i"] % n]
+        state["i"] += 1
+        mats = affine_matrices(draw["ops"], draw["mags"], *images_hwc.shape[1:3])
+        return [b, list(draw["ops"]), list(draw["mags"]), list(mats)]
+
+    @pipeline_def(batch_size=batch, num_threads=threads, device_id=0 if dali_dev == "gpu" else None, seed=0,
+                  enable_conditionals=True)
+    def pipe():
+        img, ops, m, mats = fn.external_source(source=source, num_outputs=4, batch=True,
+                                               layout=["HWC", "", "", ""],
+                                               dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT])
+        img = img.gpu() if dali_dev == "gpu" else img
+        if trivial:
+            from nvidia.dali.auto_aug import trivial_augment
+
+            return trivial_augment.trivial_augment_wide(img)
+        for pos in range(2):
+            img = apply_op_by_index(img, ops[pos], m[pos], mats[pos])
+        return img
+
+    p = pipe()
+    p.build()
+    return p
+
+
+def dali_trivial_jpeg_pipe(files, labels, batch: int, size: int, dali_dev: str, threads: int):
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.auto_aug import trivial_augment
+
+    @pipeline_def(batch_size=batch, num_threads=threads, device_id=0 if dali_dev == "gpu" else None, seed=0,
+                  enable_conditionals=True)
+    def pipe():
+        jpegs, lab = fn.readers.file(files=files, labels=labels, random_shuffle=True, name="r")
+        img = fn.decoders.image_random_crop(jpegs, device="mixed" if dali_dev == "gpu" else "cpu",
+                                            output_type=types.RGB)
+        img = fn.resize(img, size=[size, size])
+        img = trivial_augment.trivial_augment_wide(img)
+        img = fn.crop_mirror_normalize(img, dtype=types.FLOAT, output_layout="CHW", mirror=fn.random.coin_flip(),
+                                       mean=[255 * v for v in MEAN], std=[255 * v for v in STD])
+        return img, lab
+
+    p = pipe()
+    p.build()
+    return p
+
+
+# ---------------------------------------------------------------- the workloads
+
+
+def bench_policy32(args, gpu: bool, pool, record) -> dict[int, float]:
+    from hba_fast.policy import apply_policy
+    from hba_fast.shapes10 import make_shapes10
+
+    dev = torch.device("cuda" if gpu else "cpu")
+    dali_dev = "gpu" if gpu else "cpu"
+    n = max(args.batches) * 4
+    images, _ = make_shapes10(n, 32, seed=0)
+    hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
+    policy_s = {}
+    for batch in args.batches:
+        x = images[:batch].to(dev)
+        probs, mags = policy_tensors(dev)
+        g = torch.Generator(device=dev).manual_seed(0)
+        for static in (False, True):
+            s = time_steps(partial(apply_policy, x, probs, mags, g, static=static), args.iters, args.warmup, gpu)
+            record("policy32", f"torch ({'static' if static else 'indexed'})", batch, batch / s, s)
+        for trivial, name in ((False, "dali (ours)"), (True, "dali trivial_augment_wide")):
+            p = dali_policy_pipe(hwc, batch, dali_dev, args.threads, trivial)
+            s = time_steps(partial(run_synced, p, gpu), args.iters, args.warmup, False)
+            record("policy32", name, batch, batch / s, s, scope="host uint8 batch in, augmented batch out")
+            if not trivial:
+                policy_s[batch] = s
+    chunks = [(hwc[i:i + 64], i) for i in range(0, len(hwc), 64)]
+    ips = pool_throughput(pool, _pil_chunk_32, chunks)
+    record("policy32", f"pillow pool x{args.workers}", None, ips, None, scope="per-image PBA policy, PIL")
+    if has_torchvision():
+        ips = pool_throughput(pool, _tv_chunk_32, chunks)
+        record("policy32", f"torchvision RandAugment pool x{args.workers}", None, ips, None, scope="per image, PIL")
+    else:
+        record("policy32", "torchvision RandAugment", None, None, None, scope="skipped: torchvision not installed")
+    return policy_s
+
+
+def _folder_splits(root: Path):
+    from hba_fast.shapes10 import class_dir_names
+
+    def image_set(split):
+        files, labels = [], []
+        for k, d in enumerate(class_dir_names()):
+            fs = sorted(str(f) for f in (root / split / d).glob("*.jpg"))
+            files += fs
+            labels += [k] * len(fs)
+        return pytypes.SimpleNamespace(images=None, labels=torch.tensor(labels), files=files)
+
+    return pytypes.SimpleNamespace(train=image_set("train"), val=image_set("val"), test=image_set("val"),
+                                   num_classes=10, mean=MEAN, std=STD, class_names=None)
+
+
+def bench_imagenet(args, gpu: bool, pool, record, root: Path) -> float | None:
+    from hba_fast.pipelines.dali_pipeline import DaliPipeline
+    from hba_fast.policy import apply_policy
+
+    dev = torch.device("cuda" if gpu else "cpu")
+    splits = _folder_splits(root)
+    files, size, batch = splits.train.files, args.size, args.jpeg_batch
+    cfg = pytypes.SimpleNamespace(dataset="folder", image_size=size, recipe="imagenet", batch_size=batch,
+                                  num_threads=args.threads, on_corrupt="skip", cutout=True)
+    pipe = DaliPipeline(cfg, splits, FixedSampler(), dev)
+    for _ in pipe.train_epoch(0):  # warm-up epoch
+        pass
+    sync(gpu)
+    t0 = time.perf_counter()
+    for _ in pipe.train_epoch(1):
+        pass
+    sync(gpu)
+    s = (time.perf_counter() - t0) / pipe.steps_per_epoch
+    record("imagenet", "dali (ours)", batch, batch / s, s, scope="JPEG -> standardised float batch on device")
+    p = dali_trivial_jpeg_pipe(files, splits.train.labels.tolist(), batch, size, "gpu" if gpu else "cpu",
+                               args.threads)
+    s2 = time_steps(partial(run_synced, p, gpu), max(2, args.iters // 2), 1, False)
+    record("imagenet", "dali trivial_augment_wide", batch, batch / s2, s2, scope="same recipe, DALI's policy")
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=dev)
+    probs, mags = policy_tensors(dev)
+    g = torch.Generator(device=dev).manual_seed(0)
+    s3 = time_steps(partial(apply_policy, x, probs, mags, g), args.iters, args.warmup, gpu)
+    record("imagenet", "torch (indexed)", batch, batch / s3, s3, scope="policy only on decoded 224x224 tensors")
+    n = min(len(files), args.pool_images)
+    chunks = [(files[i:i + 16], size, i, False) for i in range(0, n, 16)]
+    record("imagenet", f"pillow pool x{args.workers}", None, pool_throughput(pool, _pil_chunk_jpeg, chunks), None,
+           scope="full recipe per image, PIL")
+    if has_torchvision():
+        chunks = [(f, sz, seed, True) for f, sz, seed, _ in chunks]
+        record("imagenet", f"torchvision RandAugment pool x{args.workers}", None,
+               pool_throughput(pool, _pil_chunk_jpeg, chunks), None, scope="same recipe, RandAugment for the policy")
+    else:
+        record("imagenet", "torchvision RandAugment", None, None, None, scope="skipped: torchvision not installed")
+    return s
+
+
+def _train_step(model, opt, x, y, lam) -> None:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = torch.nn.functional.cross_entropy(model(x, lam), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def bench_models(args, record, policy_s: dict[int, float], imagenet_s: float | None) -> None:
+    try:
+        from hba_fast.models import build_model
+    except ImportError as e:
+        record("model", "skipped", None, None, None, scope=f"hba_fast.models not importable: {e}")
+        return
+    for name, batch, size, classes, pol in (("wrn-40-2", 128, 32, 10, policy_s.get(128)),
+                                           ("resnet-50", 256, 224, 1000, imagenet_s)):
+        model = build_model(name, classes, "first_bn").cuda().to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x = torch.randn(batch, 3, size, size, device="cuda").to(memory_format=torch.channels_last)
+        y = torch.randint(0, classes, (batch,), device="cuda")
+        lam = torch.randn(batch, 54, device="cuda")
+
+        s = time_steps(partial(_train_step, model, opt, x, y, lam), args.iters, args.warmup, True)
+        share = None if pol is None else pol / (pol + s)  # the policy pipeline's time at the same batch size
+        record("model", f"{name} step", batch, batch / s, s, scope="fwd+bwd+SGD, bf16, first_bn",
+               policy_share=share)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU; checks the code paths, writes nothing")
+    ap.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512, 1024])
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=8, help="DALI CPU threads")
+    ap.add_argument("--workers", type=int, default=os.cpu_count(), help="Pillow pool processes")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--jpeg-batch", type=int, default=256)
+    ap.add_argument("--jpeg-per-class", type=int, default=300, help="shapes10 JPEGs per class (500x375)")
+    ap.add_argument("--pool-images", type=int, default=2048)
+    args = ap.parse_args(argv)
+    gpu = torch.cuda.is_available()
+    if not gpu and not args.smoke:
+        raise SystemExit("bench_pipeline.py measures GPU pipelines and needs CUDA; run with --smoke to check the "
+                         "code paths on the CPU (no results are written)")
+    jpeg_size = (500, 375)
+    if args.smoke:
+        args.batches, args.iters, args.warmup, args.threads = [32], 2, 1, 2
+        args.workers, args.size, args.jpeg_batch, args.jpeg_per_class, args.pool_images = 2, 64, 8, 2, 16
+        jpeg_size, gpu = (96, 72), False
+    env = environment()
+    rows = []
+
+    def record(workload, pipeline, batch, images_per_s, s_per_batch, scope="", **extra):
+        row = {"workload": workload, "pipeline": pipeline, "batch": batch, "images_per_s": images_per_s,
+               "ms_per_batch": None if s_per_batch is None else s_per_batch * 1e3, "scope": scope, **extra}
+        rows.append(row)
+        ips = "-" if images_per_s is None else f"{images_per_s:12.0f}"
+        ms = "-" if s_per_batch is None else f"{s_per_batch * 1e3:9.2f}"
+        print(f"{workload:9s} {pipeline:30s} {batch or ''!s:>5s} {ips:>12s} img/s {ms:>9s} ms  {scope}",
+              flush=True)
+
+    from hba_fast.shapes10 import write_jpeg_tree
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(args.workers) as pool, tempfile.TemporaryDirectory() as tmp:
+        policy_s = bench_policy32(args, gpu, pool, record)
+        write_jpeg_tree(tmp, args.jpeg_per_class, size=jpeg_size, seed=0, quality=90)
+        imagenet_s = bench_imagenet(args, gpu, pool, record, Path(tmp))
+    if gpu:
+        bench_models(args, record, policy_s, imagenet_s)
+    else:
+        record("model", "skipped", None, None, None, scope="model steps need CUDA")
+    if args.smoke:
+        print("smoke run: nothing written")
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with open(RESULTS, "a") as f:
+        f.writelines(json.dumps({"time": stamp, **env, **row}) + "\n" for row in rows)
+    print(f"appended {len(rows)} rows to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

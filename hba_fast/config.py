@@ -1,0 +1,236 @@
+"""Typed, frozen run configuration: YAML in, one dataclass per section, clear errors out.
+
+A config file has the sections `data`, `policy`, `model`, `optim`, `train` and `run`; every field has a
+type, a unit and (where it matters) a range, checked on load. Unknown keys are errors that name the nearest
+valid key; cross-field rules live in `__post_init__` with the fix in the message. Overrides use one generic
+syntax, `--set section.field=value` (the value is parsed as YAML: `--set train.epochs=3`,
+`--set data.path=null`). The resolved config is written into the run folder (`to_dict`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range; the message says how to fix it."""
+
+
+def _range(lo=None, hi=None, choices=None):
+    return {"lo": lo, "hi": hi, "choices": choices}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = field(default="shapes10", metadata=_range(
+        choices=("shapes10", "cifar10", "cifar100", "svhn", "npz", "folder")))
+    path: str | None = None  # dataset root or file; None for the generated shapes10
+    max_classes: int | None = field(default=None, metadata=_range(2))  # keep the first N classes (folder datasets)
+    image_size: int = field(default=32, metadata=_range(8, 1024))  # px; folder datasets and shapes10
+    num_train: int | None = field(default=4000, metadata=_range(1))  # reduced training split (None: all left)
+    num_val: int = field(default=10000, metadata=_range(0))  # images held out of train for the hyper steps
+    num_test: int | None = field(default=None, metadata=_range(1))  # cap on test images (None: all)
+    split_seed: int = 0  # seed of the reduced splits
+    recipe: str = field(default="auto", metadata=_range(choices=("auto", "cifar", "svhn", "imagenet", "none")))
+    backend: str = field(default="auto", metadata=_range(choices=("auto", "torch", "dali")))
+    batch_size: int = field(default=128, metadata=_range(1))  # images per step and process
+    num_threads: int = field(default=4, metadata=_range(1, 256))  # DALI CPU threads
+    on_corrupt: str = field(default="skip", metadata=_range(choices=("skip", "error")))
+    device_resident: bool = True  # keep uint8 arrays on the GPU when they fit
+    cutout: bool = True  # the recipe's fixed-size Cutout (16 px CIFAR, 20 px SVHN); off for the `baseline` run
+
+    def __post_init__(self):
+        if self.dataset != "shapes10" and self.path is None:
+            raise ConfigError(f"data.dataset={self.dataset!r} needs data.path (the dataset's folder or file); "
+                              f"set it with --set data.path=/path/to/data, or use data.dataset=shapes10")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    sigma: float = field(default=1.0, metadata=_range(0.0, 100.0))  # std of eps_i in lambda_i = lambda + eps_i
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = field(default="wrn-40-2", metadata=_range(choices=("wrn-40-2", "wrn-28-10", "resnet-50", "wrn-16-2")))
+    strategy: str = field(default="first_bn", metadata=_range(
+        choices=("conv+bn", "conv", "bn", "first_conv", "first_bn", "none")))
+    channels_last: bool = True  # memory format on CUDA
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = field(default=0.05, metadata=_range(0.0, 10.0))  # SGD learning rate alpha on phi
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    nesterov: bool = True
+    weight_decay: float = field(default=0.005, metadata=_range(0.0, 1.0))
+    schedule: str = field(default="cosine", metadata=_range(choices=("cosine", "step", "constant")))
+    milestones: tuple[int, ...] = ()  # epochs where the step schedule multiplies lr by `gamma`
+    gamma: float = field(default=0.1, metadata=_range(0.0, 1.0))
+    warmup_epochs: float = field(default=0.0, metadata=_range(0.0))  # linear warm-up of lr, in epochs
+    hyper_lr: float = field(default=0.03, metadata=_range(0.0, 10.0))  # Adam learning rate alpha' on lambda
+
+    def __post_init__(self):
+        if self.schedule == "step" and not self.milestones:
+            raise ConfigError("optim.schedule=step needs optim.milestones (epochs), e.g. --set optim.milestones=[90,180]")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("optim.nesterov=true needs optim.momentum > 0; set optim.momentum=0.9 or nesterov=false")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=200, metadata=_range(1))
+    t_train: int = field(default=2, metadata=_range(1))  # weight steps per round (Algorithm 1)
+    t_val: int = field(default=1, metadata=_range(0))  # hyper steps per round
+    steps_per_epoch: int | None = field(default=None, metadata=_range(1))  # cap (None: one pass of the train split)
+    amp: str = field(default="auto", metadata=_range(choices=("auto", "bf16", "off")))  # auto: bf16 on CUDA only
+    device: str = field(default="auto", metadata=_range(choices=("auto", "cpu", "cuda")))
+    allow_cpu_fallback: bool = True  # with device=cuda and no GPU: run on the CPU (true) or stop (false)
+    seed: int = 0
+    log_every: int = field(default=20, metadata=_range(1))  # steps between metric lines
+    eval_every: int = field(default=1, metadata=_range(0))  # epochs between full validation passes (0: never)
+    checkpoint_every: int = field(default=1, metadata=_range(1))  # epochs between checkpoints
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs/demo"  # the run folder: config, metrics, checkpoints, schedule, plot, model
+    resume: bool = True  # continue from out_dir/checkpoint.pt when it exists
+    progress: bool = True  # progress bar with images per second
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    policy: PolicyConfig = PolicyConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    run: RunConfig = RunConfig()
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(x):
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def _nearest(name: str, valid) -> str:
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.4)
+    return f" (did you mean {match[0]!r}?)" if match else f" (valid: {', '.join(valid)})"
+
+
+def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
+    """Coerce `value` to the field's annotated type and check its range; raise ConfigError with the fix."""
+    hint = typing.get_type_hints(_OWNER[where.split(".")[0]])[f.name]
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} may not be null; give a {getattr(base, '__name__', base)}")
+    origin = typing.get_origin(base)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{where} must be a list of integers, got {value!r}")
+        return tuple(value)
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+    elif base is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+    elif base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{where}={value!r} is not valid{_nearest(str(value), meta['choices'])}")
+    if meta.get("lo") is not None and value < meta["lo"]:
+        raise ConfigError(f"{where}={value!r} is below its minimum {meta['lo']}")
+    if meta.get("hi") is not None and value > meta["hi"]:
+        raise ConfigError(f"{where}={value!r} is above its maximum {meta['hi']}")
+    return value
+
+
+_OWNER = {f.name: f.type for f in dataclasses.fields(Config)}
+_OWNER = {name: typing.get_type_hints(Config)[name] for name in _OWNER}
+
+
+def from_dict(raw: dict | None) -> Config:
+    """Build a Config from nested dicts (YAML), checking every key, type and range."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    sections = {}
+    for name, section_raw in raw.items():
+        if name not in _OWNER:
+            raise ConfigError(f"unknown config section {name!r}{_nearest(name, _OWNER)}")
+        if section_raw is None:
+            section_raw = {}
+        if not isinstance(section_raw, dict):
+            raise ConfigError(f"config section {name!r} must be a mapping of fields, got {section_raw!r}")
+        cls = _OWNER[name]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in section_raw.items():
+            if key not in fields:
+                raise ConfigError(f"unknown config key {name}.{key}{_nearest(key, fields)}")
+            values[key] = _check_value(f"{name}.{key}", fields[key], value)
+        sections[name] = cls(**values)
+    return Config(**sections)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `section.field=value` overrides (value parsed as YAML) to a raw config dict."""
+    raw = {k: dict(v or {}) for k, v in (raw or {}).items()}
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"--set expects section.field=value, got {item!r} (e.g. --set train.epochs=3)")
+        key, text = item.split("=", 1)
+        section, name = key.split(".", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+        raw.setdefault(section, {})[name] = value
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (None: the built-in demo) and apply `--set` overrides."""
+    if path is None:
+        path = DEMO_CONFIG
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found; give a YAML file such as configs/demo.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    return from_dict(apply_overrides(raw, list(overrides)))
+
+
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"

@@ -1,0 +1,69 @@
+"""Process group and device set-up, for one process or several started by torchrun.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we then join a process group (NCCL on GPUs, gloo on the CPU,
+so several processes can be tested on a machine without a GPU), each rank reads its own shard of the data,
+and the trainer averages gradients across ranks. One process needs none of this.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+class DeviceError(RuntimeError):
+    """The configured device is not available here."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        torch.distributed.init_process_group(backend=backend)
+    return Dist(rank, world, local_rank)
+
+
+def pick_device(train_cfg, dist: Dist, log=print) -> torch.device:
+    """train.device auto|cpu|cuda -> a torch.device; cuda without a GPU stops or falls back (train.allow_cpu_fallback)."""
+    want = train_cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda" and not torch.cuda.is_available():
+        if not train_cfg.allow_cpu_fallback:
+            raise DeviceError("train.device=cuda but no CUDA GPU is visible here; run on a GPU machine, or set "
+                              "train.device=cpu (or train.allow_cpu_fallback=true)")
+        log("train.device=cuda but no CUDA GPU is visible: falling back to the CPU (train.allow_cpu_fallback=true)")
+        want = "cpu"
+    if want == "cuda":
+        return torch.device("cuda", dist.local_rank)
+    return torch.device("cpu")
+
+
+def broadcast_parameters(module: torch.nn.Module, dist: Dist) -> None:
+    """Make every rank start from rank 0's weights and buffers."""
+    if dist.world == 1:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        torch.distributed.broadcast(t.data, src=0)
+
+
+def teardown(dist: Dist) -> None:
+    if dist.world > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,13 @@
+"""Model zoo with hyper-layers: WRN-40-2, WRN-28-10 (32x32), ResNet-50 (ImageNet).
+
+    build_model(name, num_classes, strategy="first_bn", lam_dim=54) -> nn.Module, forward(x, lam=None)
+    materialize(model, lam) -> plain model theta(lam) (strategy "none")
+    MODELS (names -> builders), STRATEGIES (weight-sharing strategies, paper 4.1)
+"""
+from hba_fast.models.registry import MODELS, build_model, hyper_layer_names, materialize
+from hba_fast.models.resnet import ResNet50
+from hba_fast.models.strategy import STRATEGIES, LayerFactory
+from hba_fast.models.wrn import WideResNet
+
+__all__ = ["MODELS", "STRATEGIES", "LayerFactory", "ResNet50", "WideResNet", "build_model", "hyper_layer_names",
+           "materialize"]

@@ -1,0 +1,75 @@
+"""Model registry: `build_model(name, num_classes, strategy)` and `materialize(model, lam)`.
+
+    build_model("wrn-28-10", 10, "first_bn") -> nn.Module with forward(x, lam=None)
+    materialize(model, lam (lam_dim,)) -> the plain model theta(lam): same architecture and parameter names,
+        strategy "none", every hyper-layer replaced by nn.Conv2d / nn.Linear / nn.BatchNorm2d holding its
+        theta(lam) (and, for BN, its running statistics). Its state dict loads into
+        build_model(name, num_classes, "none"); its outputs equal model(x, lam) for the shared lam.
+
+The search's final model theta(lambda*) is saved this way, so `hba-fast train` and other projects can use it
+as a plain network.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from hba_fast.hyper import HyperModule
+from hba_fast.models.resnet import resnet_50
+from hba_fast.models.strategy import STRATEGIES
+from hba_fast.models.wrn import wrn_16_2, wrn_28_10, wrn_40_2
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "wrn-40-2": wrn_40_2,  # CIFAR / SVHN, 32x32
+    "wrn-28-10": wrn_28_10,  # CIFAR / SVHN, 32x32
+    "resnet-50": resnet_50,  # ImageNet, 224x224
+    "wrn-16-2": wrn_16_2,  # small: the CPU demo and tests
+}
+
+
+def _unknown(kind: str, value: object, valid: tuple[str, ...]) -> ValueError:
+    near = difflib.get_close_matches(str(value), valid, n=1, cutoff=0.0)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return ValueError(f"unknown {kind} {value!r}: valid {kind}s are {', '.join(valid)}{hint}")
+
+
+def build_model(name: str, num_classes: int, strategy: str = "first_bn", lam_dim: int = 54) -> nn.Module:
+    """A model by registry name, with hyper-layers where `strategy` puts them (see models/strategy.py)."""
+    if name not in MODELS:
+        raise _unknown("model name", name, tuple(MODELS))
+    if strategy not in STRATEGIES:
+        raise _unknown("strategy", strategy, STRATEGIES)
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if not isinstance(lam_dim, int) or lam_dim < 1:
+        raise ValueError(f"lam_dim must be a positive int, got {lam_dim!r}")
+    return MODELS[name](num_classes, strategy, lam_dim)
+
+
+def hyper_layer_names(model: nn.Module) -> list[str]:
+    """Qualified names of the hyper-layers of `model`, in module order."""
+    return [name for name, m in model.named_modules() if isinstance(m, HyperModule)]
+
+
+@torch.no_grad()
+def materialize(model: nn.Module, lam: Tensor) -> nn.Module:
+    """A plain copy of `model` with every hyper-layer replaced by its theta(lam); `model` is left untouched."""
+    lam_dim = getattr(model, "lam_dim", None)
+    names = hyper_layer_names(model)
+    if names:
+        lam_dim = model.get_submodule(names[0]).lam_dim
+    if lam_dim is not None and (not isinstance(lam, Tensor) or lam.shape != (lam_dim,)):
+        got = tuple(lam.shape) if isinstance(lam, Tensor) else type(lam).__name__
+        raise ValueError(f"materialize needs one shared lam of shape ({lam_dim},), got {got}")
+    # deepcopy consults its memo first: pre-seeding it with each hyper-layer's plain replacement swaps the layers
+    # in during the copy (and never copies phiU / phiV).
+    memo = {id(m): m.materialize(lam) for m in model.modules() if isinstance(m, HyperModule)}
+    plain = copy.deepcopy(model, memo)
+    if hasattr(plain, "strategy"):
+        plain.strategy = "none"
+    return plain

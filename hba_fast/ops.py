@@ -1,0 +1,374 @@
+"""The 15 augmentation ops of the search space (SPEC 3), batched in pure torch with Pillow's exact semantics.
+
+Every op maps uint8 images (B, 3, H, W) and one float magnitude per sample (B,) to uint8 (B, 3, H, W), on any
+device, with no Python loop over the batch and no host sync, so a whole policy can be captured in a CUDA graph.
+Each op reproduces the integer and float arithmetic of Pillow's C code (libImaging), so results match
+`PIL.ImageOps` / `PIL.ImageEnhance` / `Image.transform` bit for bit (tests/test_ops.py checks every op on real
+CIFAR-10 images):
+
+- geometric ops (ShearX/Y, TranslateX/Y, Rotate): Pillow's inverse affine map (x, y) -> (a x + b y + c,
+  d x + e y + f) sampled at output pixel centres with NEAREST, fill (128, 128, 128). Pillow evaluates it in
+  16.16 fixed point (`affine_fixed`: A = floor(65536 a + 0.5), source = (A2 + x A0 + y A1) >> 16 with
+  A2 = FIX(c + a/2 + b/2)), or, when b = d = 0 (translations), in doubles (`ImagingScaleAffine`: source =
+  floor(c + a/2 + x a)). Both are reproduced exactly with float64 coefficients and int64 pixel indices.
+- LUT ops (AutoContrast, Equalize, Invert, Solarize, Posterize): per-image, per-channel 256-entry tables
+  (B*3, 256) built with Pillow's formulas, then one gather.
+- ImageEnhance ops (Contrast, Color, Brightness, Sharpness): `Image.blend(degenerate, img, f)` =
+  uint8(clip(deg + f * (img - deg))) in float32, truncating; the degenerate images are the luma mean
+  (Contrast), the luma L = (19595 R + 38470 G + 7471 B + 2^15) >> 16 (Color), black (Brightness) and the
+  SMOOTH-filtered image, 3x3 kernel [[1,1,1],[1,5,1],[1,1,1]]/13 with the border pixels kept (Sharpness).
+- Cutout: a square of side round(m * min(H, W)) filled with (125, 122, 113) at a uniform random centre
+  (cy, cx), rows [cy - s//2, cy - s//2 + s) clipped at the borders (PBA/AutoAugment's cutout).
+
+References: Pillow src/libImaging/{Geometry,Blend,Filter,Convert}.c and PIL/ImageOps.py, ImageEnhance.py;
+PBA augmentation_transforms.py (Ho et al. 2019); SPEC section 3.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+FILL = (128, 128, 128)  # geometric ops' fill colour (PBA / AutoAugment)
+CUTOUT_FILL = (125, 122, 113)  # PBA's cutout colour (CIFAR mean in uint8)
+
+OpFn = Callable[[torch.Tensor, torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One augmentation op: magnitude range [lo, hi], whether a random sign applies, and the torch implementation."""
+
+    name: str
+    lo: float  # weakest magnitude (0 for ops without one)
+    hi: float  # strongest magnitude
+    signed: bool  # the policy flips the magnitude's sign with probability 0.5
+    has_magnitude: bool  # False: AutoContrast, Invert, Equalize (magnitude ignored)
+    identity: float | None  # magnitude at which the op returns its input (None: no such value)
+    fn: OpFn  # fn(images uint8 (B,3,H,W), magnitude float (B,), generator) -> uint8 (B,3,H,W)
+
+
+def _colour(rgb: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
+    """uint8 (1, 3, 1, 1) on like's device, made with fill kernels (torch.tensor(list) would be a synchronous copy)."""
+    out = like.new_empty(1, 3, 1, 1)
+    for c, v in enumerate(rgb):
+        out[:, c] = v
+    return out
+
+
+# ---------------------------------------------------------------- geometric ops (affine, nearest, fill 128)
+
+def _affine_nearest(images: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """Pillow's AFFINE + NEAREST transform with fill FILL; coeffs float64 (B, 6) = (a, b, c, d, e, f) per sample."""
+    b, ch, h, w = images.shape
+    a0, a1, a2, a3, a4, a5 = coeffs.unbind(1)  # each (B,) float64
+    xs = torch.arange(w, device=images.device, dtype=torch.float64)[None, None, :]  # (1, 1, W)
+    ys = torch.arange(h, device=images.device, dtype=torch.float64)[None, :, None]  # (1, H, 1)
+
+    # ImagingScaleAffine (b == d == 0): doubles, source = COORD(c + a/2 + x*a); exact since a == 1 here.
+    sx = torch.floor(((a2 + a0 * 0.5)[:, None, None]) + xs * a0[:, None, None])  # (B, 1, W)
+    sy = torch.floor(((a5 + a4 * 0.5)[:, None, None]) + ys * a4[:, None, None])  # (B, H, 1)
+    scale_x, scale_y = sx.long().expand(b, h, w), sy.long().expand(b, h, w)
+
+    # affine_fixed: 16.16 fixed point, A = floor(65536 v + 0.5), source = (A2 + x*A0 + y*A1) >> 16.
+    def fix(v: torch.Tensor) -> torch.Tensor:
+        return torch.floor(v * 65536.0 + 0.5).long()[:, None, None]  # (B, 1, 1) int64
+
+    f0, f1, f3, f4 = fix(a0), fix(a1), fix(a3), fix(a4)
+    f2, f5 = fix(a2 + a0 * 0.5 + a1 * 0.5), fix(a5 + a3 * 0.5 + a4 * 0.5)
+    xi = torch.arange(w, device=images.device)[None, None, :]  # (1, 1, W) int64
+    yi = torch.arange(h, device=images.device)[None, :, None]  # (1, H, 1) int64
+    fixed_x = torch.div(f2 + xi * f0 + yi * f1, 65536, rounding_mode="floor")  # (B, H, W): >> 16
+    fixed_y = torch.div(f5 + xi * f3 + yi * f4, 65536, rounding_mode="floor")
+
+    use_scale = ((a1 == 0) & (a3 == 0))[:, None, None]  # (B, 1, 1)
+    src_x = torch.where(use_scale, scale_x, fixed_x)  # (B, H, W)
+    src_y = torch.where(use_scale, scale_y, fixed_y)
+    inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)  # (B, H, W)
+    flat = (src_y.clamp(0, h - 1) * w + src_x.clamp(0, w - 1)).view(b, 1, h * w).expand(b, ch, h * w)
+    out = images.reshape(b, ch, h * w).gather(2, flat).view(b, ch, h, w)
+    return torch.where(inside[:, None], out, _colour(FILL, images))
+
+
+def _coeffs(m: torch.Tensor, which: int, scale: float = 1.0) -> torch.Tensor:
+    """Identity affine coefficients (B, 6) float64 with entry `which` set to m * scale."""
+    coeffs = m.new_zeros(m.shape[0], 6, dtype=torch.float64)
+    coeffs[:, 0] = 1.0
+    coeffs[:, 4] = 1.0
+    coeffs[:, which] = m.double() * scale
+    return coeffs
+
+
+def shear_x(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.transform(size, AFFINE, (1, m, 0, 0, 1, 0), NEAREST, fillcolor=FILL)."""
+    return _affine_nearest(images, _coeffs(m, 1))
+
+
+def shear_y(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.transform(size, AFFINE, (1, 0, 0, m, 1, 0), NEAREST, fillcolor=FILL)."""
+    return _affine_nearest(images, _coeffs(m, 3))
+
+
+def translate_x(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.transform(size, AFFINE, (1, 0, m * width, 0, 1, 0), NEAREST, fillcolor=FILL)."""
+    return _affine_nearest(images, _coeffs(m, 2, float(images.shape[3])))
+
+
+def translate_y(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.transform(size, AFFINE, (1, 0, 0, 0, 1, m * height), NEAREST, fillcolor=FILL)."""
+    return _affine_nearest(images, _coeffs(m, 5, float(images.shape[2])))
+
+
+def _round15(v: torch.Tensor) -> torch.Tensor:
+    """Python's round(v, 15) for |v| <= 1 (Pillow rounds the rotation matrix so that e.g. cos(90 deg) is 0)."""
+    return torch.round(v * 1e15) / 1e15
+
+
+def rotate(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.rotate(m, NEAREST, fillcolor=FILL): m degrees counter-clockwise about the centre (w/2, h/2).
+
+    Follows Image.rotate's double arithmetic step by step (angle % 360, radians, round(., 15), the centre
+    shift); torch's cos/sin may differ from libm's by an ulp, which changes a pixel only if a coefficient sits
+    within an ulp of a 1/65536 boundary of the fixed-point sampler.
+    """
+    _, _, h, w = images.shape
+    cx, cy = w / 2, h / 2
+    angle = -(torch.remainder(m.double(), 360.0) * (math.pi / 180.0))  # (B,) float64
+    cos, sin = _round15(torch.cos(angle)), _round15(torch.sin(angle))
+    nsin = _round15(-torch.sin(angle))
+    c = cos * -cx + sin * -cy + 0.0 + cx
+    f = nsin * -cx + cos * -cy + 0.0 + cy
+    coeffs = torch.stack([cos, sin, c, nsin, cos, f], dim=1)  # (B, 6) float64
+    # Pillow returns a copy for angle % 360 == 0 (its matrix would be the identity anyway).
+    return _affine_nearest(images, coeffs)
+
+
+# ---------------------------------------------------------------- lookup-table ops (per image, per channel)
+
+def _apply_lut(images: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Map every pixel through its image's and channel's table; lut integer (B, 3, 256) in [0, 255]."""
+    b, ch, h, w = images.shape
+    idx = images.reshape(b, ch, h * w).long()  # (B, 3, HW)
+    return lut.to(torch.uint8).gather(2, idx).view(b, ch, h, w)
+
+
+def _histogram(images: torch.Tensor) -> torch.Tensor:
+    """Per-image, per-channel histograms int64 (B, 3, 256)."""
+    b, ch, h, w = images.shape
+    idx = images.reshape(b, ch, h * w).long()
+    hist = torch.zeros(b, ch, 256, dtype=torch.int64, device=images.device)
+    return hist.scatter_add_(2, idx, torch.ones_like(idx))
+
+
+def auto_contrast(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageOps.autocontrast: per channel lut[i] = clip(int(i * s - lo * s)), s = 255 / (hi - lo) in doubles."""
+    flat = images.flatten(2)  # (B, 3, HW)
+    lo, hi = flat.amin(2).double(), flat.amax(2).double()  # (B, 3): lowest / highest non-empty bins
+    scale = torch.full_like(hi, 255.0) / (hi - lo).clamp(min=1.0)  # not `255.0 / t`: torch computes reciprocal * 255
+    offset = -lo * scale
+    ix = torch.arange(256, device=images.device, dtype=torch.float64)  # (256,)
+    lut = torch.trunc(ix * scale[..., None] + offset[..., None]).clamp(0, 255)  # (B, 3, 256)
+    lut = torch.where((hi > lo)[..., None], lut, ix)  # "don't bother" for flat channels
+    return _apply_lut(images, lut)
+
+
+def invert(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageOps.invert: 255 - x."""
+    return 255 - images
+
+
+def equalize(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageOps.equalize per channel: step = (N - h[last]) // 255, lut[i] = (step // 2 + sum_{j<i} h[j]) // step."""
+    hist = _histogram(images)  # (B, 3, 256)
+    total = hist.sum(2, keepdim=True)  # (B, 3, 1)
+    bins = torch.arange(256, device=images.device)
+    last = torch.where(hist > 0, bins, 0).amax(2, keepdim=True)  # (B, 3, 1) highest non-empty bin
+    step = (total - hist.gather(2, last)) // 255  # (B, 3, 1); 0 also when a single bin is used
+    before = hist.cumsum(2) - hist  # (B, 3, 256) exclusive cumulative count
+    lut = (step // 2 + before) // step.clamp(min=1)
+    lut = torch.where(step > 0, lut.clamp(0, 255), bins)  # Pillow's point() clips table entries to 8 bits
+    return _apply_lut(images, lut)
+
+
+def solarize(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageOps.solarize(img, 256 - m): invert pixels x >= 256 - m (compared exactly as m >= 256 - x)."""
+    mm = m.float()[:, None, None, None]
+    return torch.where(mm >= (256 - images.float()), 255 - images, images)
+
+
+def posterize(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Clear the round(m) low bits (ImageOps.posterize(img, 8 - round(m)); m = 8 gives black)."""
+    bits = torch.round(m.float()).clamp(0, 8).long()  # (B,)
+    mask = (torch.bitwise_left_shift(torch.full_like(bits, 255), bits) & 255).to(torch.uint8)
+    return images & mask[:, None, None, None]
+
+
+# ---------------------------------------------------------------- ImageEnhance ops (blend with a degenerate image)
+
+def _blend(degenerate: torch.Tensor, images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Image.blend(degenerate, images, factor): uint8(clip(deg + f * (img - deg))) in float32, truncated."""
+    deg = degenerate.float()
+    f = factor.float()[:, None, None, None]
+    out = deg + f * (images.float() - deg)  # two roundings, as Blend.c (no fused multiply-add)
+    return out.clamp(0.0, 255.0).to(torch.uint8)  # values are >= 0, so the cast truncates as C does
+
+
+def _luma(images: torch.Tensor) -> torch.Tensor:
+    """Pillow's RGB -> L: (19595 R + 38470 G + 7471 B + 0x8000) >> 16, int64 (B, 1, H, W)."""
+    x = images.long()
+    return (x[:, 0:1] * 19595 + x[:, 1:2] * 38470 + x[:, 2:3] * 7471 + 0x8000) >> 16
+
+
+def contrast(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageEnhance.Contrast: blend with the constant int(mean(L) + 0.5)."""
+    luma = _luma(images)
+    mean = luma.flatten(1).sum(1).double() / luma[0].numel()  # (B,) correctly rounded, as ImageStat's mean
+    deg = torch.floor(mean + 0.5)[:, None, None, None].expand_as(images)
+    return _blend(deg, images, m)
+
+
+def color(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageEnhance.Color: blend with img.convert('L').convert('RGB')."""
+    return _blend(_luma(images).expand_as(images), images, m)
+
+
+def brightness(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageEnhance.Brightness: blend with black."""
+    return _blend(torch.zeros_like(images), images, m)
+
+
+# SMOOTH's weights as Filter.c holds them: float32(1) / float32(13) (exactly representable as Python floats).
+_SMOOTH_K1 = float(torch.tensor(1.0) / torch.tensor(13.0))
+_SMOOTH_K5 = float(torch.tensor(5.0) / torch.tensor(13.0))
+
+
+def smooth(images: torch.Tensor) -> torch.Tensor:
+    """ImageFilter.SMOOTH as Filter.c computes it: float32, ss = 0.5 + row(y+1) + row(y) + row(y-1), truncated.
+
+    Each row term is (p[x-1] k0 + p[x] k1) + p[x+1] k2 with k = float32(1/13), float32(5/13) in the centre;
+    the one-pixel border is copied from the input.
+    """
+    x = images.float()
+    k1, k5 = _SMOOTH_K1, _SMOOTH_K5
+
+    def row(r: torch.Tensor, centre: float) -> torch.Tensor:  # r (B, 3, H-2, W)
+        return (r[..., :-2] * k1 + r[..., 1:-1] * centre) + r[..., 2:] * k1  # (B, 3, H-2, W-2)
+
+    ss = 0.5 + row(x[:, :, 2:], k1)  # float32 throughout: Python scalars are applied in the tensor's dtype
+    ss = ss + row(x[:, :, 1:-1], k5)
+    ss = ss + row(x[:, :, :-2], k1)
+    out = images.clone()
+    out[:, :, 1:-1, 1:-1] = ss.clamp(0.0, 255.0).to(torch.uint8)
+    return out
+
+
+def sharpness(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageEnhance.Sharpness: blend with the SMOOTH-filtered image."""
+    return _blend(smooth(images), images, m)
+
+
+# ---------------------------------------------------------------- Cutout
+
+def cutout_centres(
+    batch: int, height: int, width: int, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> torch.Tensor:
+    """Uniform random square centres long (B, 2) = (row, col); the draw every cutout in this module makes."""
+    u = torch.rand(batch, 2, generator=generator, device=device)  # (B, 2)
+    rows = (u[:, 0] * height).long().clamp_max(height - 1)  # (B,) uniform over 0..H-1
+    cols = (u[:, 1] * width).long().clamp_max(width - 1)
+    return torch.stack([rows, cols], 1)
+
+
+def cutout(
+    images: torch.Tensor,
+    size: torch.Tensor,
+    generator: torch.Generator | None = None,
+    centres: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fill a square of side size[i] (long (B,)) with CUTOUT_FILL at a random centre, clipped at the borders.
+
+    The square covers rows [cy - s//2, cy - s//2 + s) and the same columns around cx; centres long (B, 2)
+    default to `cutout_centres(...)` drawn from `generator`. A side of 0 leaves the image unchanged.
+    """
+    b, _, h, w = images.shape
+    if centres is None:
+        centres = cutout_centres(b, h, w, generator, images.device)
+    size = size.to(images.device).long()
+    top = (centres[:, 0] - size // 2)[:, None, None]  # (B, 1, 1)
+    left = (centres[:, 1] - size // 2)[:, None, None]
+    s = size[:, None, None]
+    ys = torch.arange(h, device=images.device)[None, :, None]  # (1, H, 1)
+    xs = torch.arange(w, device=images.device)[None, None, :]  # (1, 1, W)
+    inside = (ys >= top) & (ys < top + s) & (xs >= left) & (xs < left + s)  # (B, H, W)
+    return torch.where(inside[:, None], _colour(CUTOUT_FILL, images), images)
+
+
+def cutout_size(m: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Cutout's side in pixels for magnitude m: round(m * min(H, W)), long (B,)."""
+    return torch.round(m.float() * min(height, width)).clamp(0, min(height, width)).long()
+
+
+def cutout_op(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The Cutout op: side round(m * min(H, W)), random centre from `generator`."""
+    return cutout(images, cutout_size(m, images.shape[2], images.shape[3]), generator)
+
+
+# ---------------------------------------------------------------- the table (SPEC 3 order) and the entry point
+
+OPS: tuple[OpSpec, ...] = (
+    OpSpec("ShearX", 0.0, 0.3, True, True, 0.0, shear_x),
+    OpSpec("ShearY", 0.0, 0.3, True, True, 0.0, shear_y),
+    OpSpec("TranslateX", 0.0, 0.45, True, True, 0.0, translate_x),
+    OpSpec("TranslateY", 0.0, 0.45, True, True, 0.0, translate_y),
+    OpSpec("Rotate", 0.0, 30.0, True, True, 0.0, rotate),
+    OpSpec("AutoContrast", 0.0, 0.0, False, False, None, auto_contrast),
+    OpSpec("Invert", 0.0, 0.0, False, False, None, invert),
+    OpSpec("Equalize", 0.0, 0.0, False, False, None, equalize),
+    OpSpec("Solarize", 0.0, 255.0, False, True, 0.0, solarize),
+    OpSpec("Posterize", 0.0, 8.0, False, True, 0.0, posterize),
+    OpSpec("Contrast", 0.1, 1.9, False, True, 1.0, contrast),
+    OpSpec("Color", 0.1, 1.9, False, True, 1.0, color),
+    OpSpec("Brightness", 0.1, 1.9, False, True, 1.0, brightness),
+    OpSpec("Sharpness", 0.1, 1.9, False, True, 1.0, sharpness),
+    OpSpec("Cutout", 0.0, 0.2, False, True, 0.0, cutout_op),
+)
+OP_INDEX: dict[str, int] = {op.name: k for k, op in enumerate(OPS)}
+
+
+def check_images(images: object) -> torch.Tensor:
+    """Raise a clear error unless `images` is a uint8 tensor (B, 3, H, W) with H, W >= 1."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of dtype uint8, shape (B, 3, H, W); got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 (B, 3, H, W), got dtype {images.dtype}; convert with .to(torch.uint8)")
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] < 1 or images.shape[3] < 1:
+        raise ValueError(f"images must have shape (B, 3, H, W) (channels first, RGB), got {tuple(images.shape)}")
+    return images
+
+
+def apply_op(
+    images: torch.Tensor,
+    name: str,
+    magnitude: torch.Tensor | float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Apply op `name` to every image with its own magnitude (SPEC 6).
+
+    images uint8 (B, 3, H, W); magnitude float (B,) (a number or 0-d tensor is used for every sample); signed
+    ops take the sign from the magnitude; ops without a magnitude ignore it; `generator` drives Cutout's
+    centres. Returns uint8 (B, 3, H, W) on the images' device.
+    """
+    if name not in OP_INDEX:
+        raise ValueError(f"unknown op {name!r}; valid names: {', '.join(OP_INDEX)}")
+    check_images(images)
+    b = images.shape[0]
+    m = torch.as_tensor(magnitude, device=images.device)
+    if m.dtype == torch.bool or m.is_complex():
+        raise TypeError(f"magnitude must be real numbers, got dtype {m.dtype}")
+    if m.dim() == 0:
+        m = m.expand(b)
+    if m.shape != (b,):
+        raise ValueError(f"magnitude must have shape ({b},) (one per image) or be a scalar, got {tuple(m.shape)}")
+    return OPS[OP_INDEX[name]].fn(images, m.float(), generator)

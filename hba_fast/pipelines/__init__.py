@@ -1,0 +1,35 @@
+"""Data pipelines: the pure-torch batched path and the NVIDIA DALI path, behind one contract.
+
+See docs/ARCHITECTURE.md ("Pipelines") for the contract both backends follow. DALI is optional and only
+imported when chosen.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import BackendError, Batch, PolicySample, dali_available, resolve_backend
+
+
+def build_pipeline(data_cfg, splits, sampler, device: torch.device, shard: tuple[int, int] = (0, 1),
+                   seed: int = 0):
+    """Build the configured pipeline (`data_cfg.backend`: auto | torch | dali) for this process's shard;
+    `seed` (the run's seed) fixes data order and augmentation draws."""
+    backend = resolve_backend(data_cfg.backend, device)
+    if backend == "dali":
+        from .dali_pipeline import DaliPipeline
+
+        return DaliPipeline(data_cfg, splits, sampler, device, shard, seed=seed)
+    from .torch_pipeline import TorchPipeline
+
+    return TorchPipeline(data_cfg, splits, sampler, device, shard, seed=seed)
+
+
+def dali_apply_op(images: torch.Tensor, name: str, magnitude: torch.Tensor, device: str = "cpu") -> torch.Tensor:
+    """Run one op through a DALI pipeline; the contract of `hba_fast.ops.apply_op` (test entry point)."""
+    from .dali_ops import dali_apply_op as _dali_apply_op
+
+    return _dali_apply_op(images, name, magnitude, device=device)
+
+
+__all__ = ["Batch", "PolicySample", "BackendError", "build_pipeline", "dali_apply_op", "dali_available",
+           "resolve_backend"]

@@ -1,0 +1,159 @@
+"""The pure-torch batched data pipeline: uint8 images in memory (on the GPU when they fit), per-sample policy
+(`hba_fast.policy.apply_policy`) and the dataset's recipe (`recipes.py`), all as batched tensor ops.
+
+Contract (docs/ARCHITECTURE.md, "Pipelines"): `steps_per_epoch`, `train_epoch(epoch)`, `val_batch()`,
+`eval_batches(split)`, `state_dict()` / `load_state_dict()`; every batch is `Batch(images float32 (B, 3, H, W)
+standardised on device, labels int64 (B,), lam (B, 54) | None)`.
+
+Indices. Epoch e shuffles the training split with a generator seeded by (seed, e), identical on every rank;
+with `world` processes the first steps * B * world indices are dealt out as perm.view(steps, world, B)[:, rank]
+(disjoint shards, the same number of steps per rank, the remainder dropped). The validation split is an endless
+stream of shuffled passes (a rank-specific generator), cut into full batches of B. `eval_batches` walks
+images rank::world in order, last batch partial (ranks may get one batch fewer: reduce sums, not per batch).
+
+Randomness. Augmentation draws come from one generator on the device, seeded by (seed, rank); the policy
+sampler owns its own. `seed` defaults to a mix of data_cfg.split_seed and torch.initial_seed(), so a run
+seeded with torch.manual_seed(run seed) reproduces. Per batch there is no host sync: indices are device
+tensors sliced in Python, every random draw is a device op.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ..datasets import DataError, ImageSet, Splits, with_images
+from ..policy import apply_policy
+from . import recipes
+from .base import Batch
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from several integers (independent streams for different purposes)."""
+    return int(np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(1, np.uint64)[0] % 2**63)
+
+
+class TorchPipeline:
+    """The Pipeline contract in pure torch (module docstring). `seed` overrides the default seed mix."""
+
+    def __init__(self, data_cfg, splits: Splits, sampler, device: torch.device | str,
+                 shard: tuple[int, int] = (0, 1), seed: int | None = None):
+        rank, world = shard
+        if not (world >= 1 and 0 <= rank < world):
+            raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+        self.device = torch.device(device)
+        self.rank, self.world = rank, world
+        self.batch_size = int(data_cfg.batch_size)
+        self.sampler = sampler
+        self.recipe = recipes.resolve_recipe(data_cfg)
+        self.cutout = bool(getattr(data_cfg, "cutout", True))
+        if any(getattr(splits, k).images is None for k in ("train", "val", "test")):
+            splits = with_images(splits, data_cfg.image_size, data_cfg.on_corrupt, data_cfg.num_threads)
+        on_gpu = bool(data_cfg.device_resident) and self.device.type == "cuda"
+        self._store = self.device if on_gpu else torch.device("cpu")
+        self._sets = {k: self._put(getattr(splits, k)) for k in ("train", "val", "test")}
+        self.mean = torch.tensor(splits.mean, dtype=torch.float32, device=self.device)  # (3,)
+        self.std = torch.tensor(splits.std, dtype=torch.float32, device=self.device)
+        n_train = len(self._sets["train"][1])
+        self.steps_per_epoch = n_train // (self.batch_size * world)
+        if self.steps_per_epoch == 0:
+            raise DataError(f"the training split has {n_train} images, fewer than one batch of data.batch_size="
+                            f"{self.batch_size} x {world} process(es); lower data.batch_size or raise data.num_train")
+        self.seed = _mix(data_cfg.split_seed, torch.initial_seed()) if seed is None else int(seed)
+        self._aug_gen = torch.Generator(device=self.device).manual_seed(_mix(self.seed, rank, 1))
+        self._val_gen = torch.Generator().manual_seed(_mix(self.seed, rank, 2))
+        self._val_perm: torch.Tensor | None = None  # the current validation pass, on the CPU
+        self._val_pos = 0
+        self.epoch, self.step = 0, 0  # position in training: the next batch is step `step` of epoch `epoch`
+
+    def _put(self, split: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+        assert split.images is not None
+        return split.images.to(self._store), split.labels.to(self._store)
+
+    def _fetch(self, split: str, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """images uint8 (B, 3, H, W), labels (B,) on the device for indices idx (a tensor on the store, or a slice)."""
+        images, labels = self._sets[split]
+        return images[idx].to(self.device, non_blocking=True), labels[idx].to(self.device, non_blocking=True)
+
+    # ---- training ----
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        """long (steps_per_epoch, B): this rank's training indices for `epoch`, on the CPU."""
+        n = len(self._sets["train"][1])
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch, 3)))
+        used = self.steps_per_epoch * self.batch_size * self.world
+        return perm[:used].view(self.steps_per_epoch, self.world, self.batch_size)[:, self.rank]
+
+    def augment(self, images: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 (B, 3, H, W) on the device -> (float32 standardised (B, 3, H, W), lam_i (B, 54) | None)."""
+        g = self._aug_gen
+        images = recipes.pre_policy(self.recipe, images, g)
+        lam = None
+        if self.sampler is not None:
+            sample = self.sampler.sample(images.shape[0], epoch, self.device)
+            images = apply_policy(images, sample.probs, sample.mags, generator=g)
+            lam = sample.lam
+        return recipes.post_policy(self.recipe, images, self.mean, self.std, g, self.cutout), lam
+
+    def train_epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """Augmented training batches of `epoch`, from step `start_step` (mid-epoch resume) to the end."""
+        table = self.epoch_indices(epoch).to(self._store)  # one transfer per epoch
+        for step in range(start_step, self.steps_per_epoch):
+            images, labels = self._fetch("train", table[step])
+            x, lam = self.augment(images, epoch)
+            self.epoch, self.step = (epoch, step + 1) if step + 1 < self.steps_per_epoch else (epoch + 1, 0)
+            yield Batch(x, labels, lam)
+
+    # ---- validation and evaluation ----
+
+    def clean(self, images: torch.Tensor) -> torch.Tensor:
+        """A clean batch: uint8 (B, 3, H, W) -> standardised float32 (images are stored at the training size)."""
+        return recipes.standardise(images, self.mean, self.std)
+
+    def val_batch(self) -> Batch:
+        """The next clean validation batch of B images from an endless stream of shuffled passes."""
+        n = len(self._sets["val"][1])
+        if n == 0:
+            raise DataError("the validation split is empty (data.num_val=0); the hyper steps need data.num_val > 0")
+        parts, need = [], self.batch_size
+        while need:
+            if self._val_perm is None or self._val_pos == n:
+                self._val_perm, self._val_pos = torch.randperm(n, generator=self._val_gen), 0
+            take = min(need, n - self._val_pos)
+            parts.append(self._val_perm[self._val_pos:self._val_pos + take])
+            self._val_pos += take
+            need -= take
+        idx = parts[0] if len(parts) == 1 else torch.cat(parts)
+        images, labels = self._fetch("val", idx.to(self._store, non_blocking=True))
+        return Batch(self.clean(images), labels, None)
+
+    def eval_batches(self, split: str = "test") -> Iterator[Batch]:
+        """One clean pass over this rank's share (rank::world) of 'val' or 'test'; the last batch may be short."""
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        images, labels = self._sets[split]
+        images, labels = images[self.rank::self.world], labels[self.rank::self.world]
+        for start in range(0, len(labels), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            yield Batch(self.clean(images[sl].to(self.device, non_blocking=True)),
+                        labels[sl].to(self.device, non_blocking=True), None)
+
+    # ---- resume ----
+
+    def state_dict(self) -> dict:
+        state = {"epoch": self.epoch, "step": self.step, "seed": self.seed,
+                 "aug_generator": self._aug_gen.get_state(), "val_generator": self._val_gen.get_state(),
+                 "val_perm": self._val_perm, "val_pos": self._val_pos}
+        if self.sampler is not None and hasattr(self.sampler, "state_dict"):
+            state["sampler"] = self.sampler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step, self.seed = int(state["epoch"]), int(state["step"]), int(state["seed"])
+        self._aug_gen.set_state(state["aug_generator"].cpu())
+        self._val_gen.set_state(state["val_generator"].cpu())
+        self._val_perm = None if state["val_perm"] is None else state["val_perm"].cpu()
+        self._val_pos = int(state["val_pos"])
+        if "sampler" in state and self.sampler is not None and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(state["sampler"])

@@ -1,0 +1,247 @@
+"""The search space (lambda <-> slot probabilities and magnitudes) and PBA's policy, batched per sample.
+
+Search space (SPEC 3, paper appendix A): 30 slots, slot j holds op OPS[j % 15] (copy j // 15). lambda has 54
+unbounded entries: lambda[0:30] the slots' probabilities, lambda[30:54] the magnitudes of the 24 slots whose op
+has one, in slot order; every value is lo + (hi - lo) * sigmoid(lambda) with the slot's range ([0, 1] for
+probabilities). The initial value of everything is 0.95 lo + 0.05 hi, i.e. lambda = logit(0.05).
+
+Policy (PBA Algorithm 1), per image: K ~ {0: 0.2, 1: 0.3, 2: 0.5}; walk the 30 slots in a fresh random order;
+at each slot, while fewer than K ops were applied, apply the slot's op with its probability (signed ops get a
+random sign). Since the accept draws at different slots are independent, this equals: permute the slots, draw
+one Bernoulli(p) per slot, keep the first K accepted. Vectorised over the batch with static shapes and no
+host syncs: the permutation is argsort of uniform keys, the first K accepted come from a cumulative sum.
+
+Shapes: probs, mags (30,) shared or (B, 30) per sample; a draw holds slots / ops / mags (B, 2) for the two
+positions (-1 / -1 / 0 where nothing is applied) and k (B,).
+
+References: Ho et al., "Population Based Augmentation" (2019), Algorithm 1; SPEC sections 3 and 6.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .ops import OP_INDEX, OPS, check_images, cutout, cutout_centres, cutout_size
+
+NUM_OPS = len(OPS)  # 15
+NUM_SLOTS = 2 * NUM_OPS  # 30
+MAX_OPS = 2  # at most two ops per image
+K_PROBS = (0.2, 0.3, 0.5)  # P(K = 0), P(K = 1), P(K = 2)
+_CUTOUT = OP_INDEX["Cutout"]
+# Per-op flags as bit masks, so a (B,) tensor of op indices is looked up with shifts (no host-to-device copy).
+_SIGNED_BITS = sum(1 << k for k, op in enumerate(OPS) if op.signed)
+_HAS_MAG_BITS = sum(1 << k for k, op in enumerate(OPS) if op.has_magnitude)
+
+
+def _flag(bits: int, op: torch.Tensor) -> torch.Tensor:
+    """bool (B,): bit op[i] of `bits` (op indices >= 0)."""
+    return (torch.bitwise_right_shift(bits, op) & 1).bool()
+
+
+class SearchSpace:
+    """lambda (..., 54) <-> probabilities (..., 30) and magnitudes (..., 30) of the 30 slots."""
+
+    num_slots: int = NUM_SLOTS
+    lam_dim: int = NUM_SLOTS + 2 * sum(op.has_magnitude for op in OPS)  # 54
+
+    def __init__(self) -> None:
+        self.slot_ops: tuple[int, ...] = tuple(j % NUM_OPS for j in range(NUM_SLOTS))
+        # Slots whose op has a magnitude, in slot order: lambda[30 + i] belongs to slot mag_slots[i].
+        self.mag_slots: tuple[int, ...] = tuple(j for j in range(NUM_SLOTS) if OPS[self.slot_ops[j]].has_magnitude)
+        assert self.lam_dim == NUM_SLOTS + len(self.mag_slots) == 54
+        # Runs of consecutive slots with / without a magnitude: (first slot, end slot, has magnitude).
+        runs: list[tuple[int, int, bool]] = []
+        for j in range(NUM_SLOTS):
+            has = OPS[self.slot_ops[j]].has_magnitude
+            if runs and runs[-1][2] == has:
+                runs[-1] = (runs[-1][0], j + 1, has)
+            else:
+                runs.append((j, j + 1, has))
+        self._runs = tuple(runs)
+        self._bounds: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.mag_lo = tuple(OPS[self.slot_ops[j]].lo for j in self.mag_slots)  # (24,)
+        self.mag_hi = tuple(OPS[self.slot_ops[j]].hi for j in self.mag_slots)
+
+    def slot_names(self) -> list[str]:
+        """'ShearX.0', ..., 'Cutout.0', 'ShearX.1', ..., 'Cutout.1' (op name . copy)."""
+        return [f"{OPS[k].name}.{j // NUM_OPS}" for j, k in enumerate(self.slot_ops)]
+
+    def bounds(
+        self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """lo, hi (54,): the range of every lambda entry's decoded value; cached per device (copied there once)."""
+        key = (torch.device(device if device is not None else "cpu"), dtype)
+        if key not in self._bounds:
+            lo = torch.tensor([0.0] * NUM_SLOTS + list(self.mag_lo), dtype=dtype, device=key[0])
+            hi = torch.tensor([1.0] * NUM_SLOTS + list(self.mag_hi), dtype=dtype, device=key[0])
+            self._bounds[key] = (lo, hi)
+        return self._bounds[key]
+
+    def _check(self, t: torch.Tensor, size: int, what: str) -> None:
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{what} must be a floating-point torch.Tensor, got {getattr(t, 'dtype', type(t))}")
+        if t.dim() == 0 or t.shape[-1] != size:
+            raise ValueError(f"{what} must have shape (..., {size}), got {tuple(t.shape)}")
+
+    def decode(self, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """lam (..., 54) -> probs (..., 30), mags (..., 30) with mag 0 where the op has none; differentiable."""
+        self._check(lam, self.lam_dim, "lam")
+        lo, hi = self.bounds(lam.device, lam.dtype)
+        values = lo + (hi - lo) * torch.sigmoid(lam)  # (..., 54)
+        probs = values[..., :NUM_SLOTS]  # (..., 30)
+        pieces, i = [], NUM_SLOTS
+        for start, end, has in self._runs:  # slices and zeros: differentiable, no index tensor to copy over
+            if has:
+                pieces.append(values[..., i:i + end - start])
+                i += end - start
+            else:
+                pieces.append(torch.zeros_like(values[..., : end - start]))
+        mags = torch.cat(pieces, -1)  # (..., 30) in slot order, 0 where the op has no magnitude
+        return probs, mags
+
+    def encode(self, probs: torch.Tensor, mags: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """Inverse of decode: probs, mags (..., 30) -> lam (..., 54); values are clamped into the open ranges."""
+        self._check(probs, NUM_SLOTS, "probs")
+        self._check(mags, NUM_SLOTS, "mags")
+        probs, mags = torch.broadcast_tensors(probs, mags)
+        with_mag = [mags[..., s:e] for s, e, has in self._runs if has]
+        values = torch.cat([probs, *with_mag], -1)  # (..., 54)
+        lo, hi = self.bounds(values.device, values.dtype)
+        unit = ((values - lo) / (hi - lo)).clamp(eps, 1.0 - eps)
+        return torch.logit(unit)
+
+    def init_lam(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """lambda (54,) float32 decoding to 0.95 lo + 0.05 hi for every probability and magnitude."""
+        return torch.full((self.lam_dim,), math.log(0.05 / 0.95), dtype=torch.float32, device=device)
+
+
+@dataclass(frozen=True)
+class PolicyDraw:
+    """The ops drawn for each image: position 0 is applied first; -1 / 0 where fewer than two are applied."""
+
+    slots: torch.Tensor  # long (B, 2): slot index 0..29 or -1
+    ops: torch.Tensor  # long (B, 2): op index 0..14 or -1
+    mags: torch.Tensor  # float32 (B, 2): signed magnitudes (0 where no op or no magnitude)
+    k: torch.Tensor  # long (B,): the drawn K in {0, 1, 2} (applied ops <= K)
+
+
+def _per_sample(t: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point torch.Tensor, got {getattr(t, 'dtype', type(t))}")
+    if t.shape == (NUM_SLOTS,):
+        return t.float().expand(batch, NUM_SLOTS)
+    if t.shape != (batch, NUM_SLOTS):
+        raise ValueError(f"{what} must have shape ({NUM_SLOTS},) or ({batch}, {NUM_SLOTS}), got {tuple(t.shape)}")
+    return t.float()
+
+
+def sample_policy(
+    probs: torch.Tensor,
+    mags: torch.Tensor,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> PolicyDraw:
+    """Draw PBA's per-image policy. probs, mags (30,) shared or (B, 30); batch_size is needed when both are shared.
+
+    Random numbers come from `generator` (on probs' device) in a fixed number of draws, so the result is a
+    function of the generator state only, with no host sync.
+    """
+    if batch_size is None:
+        shaped = [t for t in (probs, mags) if isinstance(t, torch.Tensor) and t.dim() == 2]
+        if not shaped:
+            raise ValueError("probs and mags are both shared (30,): pass batch_size=B")
+        batch_size = shaped[0].shape[0]
+    p = _per_sample(probs, batch_size, "probs")  # (B, 30)
+    m = _per_sample(mags, batch_size, "mags").to(p.device)
+    device = p.device
+
+    u_k = torch.rand(batch_size, generator=generator, device=device)  # (B,)
+    k = (u_k >= K_PROBS[0]).long() + (u_k >= K_PROBS[0] + K_PROBS[1]).long()  # (B,) in {0, 1, 2}
+    order = torch.rand(batch_size, NUM_SLOTS, generator=generator, device=device).argsort(1)  # (B, 30) permutation
+    accept = torch.rand(batch_size, NUM_SLOTS, generator=generator, device=device) < p.gather(1, order)  # (B, 30)
+    u_sign = torch.rand(batch_size, MAX_OPS, generator=generator, device=device)  # (B, 2)
+
+    rank = accept.long().cumsum(1)  # (B, 30): accepted slots so far, in walk order
+    slots, ops, out_mags = [], [], []
+    for r in range(1, MAX_OPS + 1):
+        hit = accept & (rank == r)  # (B, 30): the r-th accepted slot of the walk
+        applied = hit.any(1) & (k >= r)  # (B,)
+        slot = order.gather(1, hit.long().argmax(1, keepdim=True)).squeeze(1)  # (B,) first True
+        slot = torch.where(applied, slot, -1)
+        op = torch.where(applied, slot % NUM_OPS, -1)
+        mag = m.gather(1, slot.clamp(min=0)[:, None]).squeeze(1)  # (B,)
+        mag = torch.where(applied & _flag(_HAS_MAG_BITS, op.clamp(min=0)), mag, 0.0)
+        flip = _flag(_SIGNED_BITS, op.clamp(min=0)) & (u_sign[:, r - 1] < 0.5)
+        slots.append(slot)
+        ops.append(op)
+        out_mags.append(torch.where(flip, -mag, mag))
+    return PolicyDraw(torch.stack(slots, 1), torch.stack(ops, 1), torch.stack(out_mags, 1), k)
+
+
+def apply_draw(
+    images: torch.Tensor,
+    draw: PolicyDraw,
+    static: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Apply the drawn ops to uint8 images (B, 3, H, W), position 0 then position 1.
+
+    Cutout's centres are drawn for the whole batch up front (two (B, 2) draws from `generator`), so both forms
+    consume the same random numbers and give identical results. static=False runs each op on the images that
+    drew it (data-dependent shapes, one host sync per op); static=True runs every op on the whole batch and
+    selects with torch.where: fixed shapes, no host syncs, capturable in a CUDA graph.
+    """
+    check_images(images)
+    b, _, h, w = images.shape
+    if draw.ops.shape != (b, MAX_OPS) or draw.mags.shape != (b, MAX_OPS):
+        raise ValueError(f"draw must hold ops and mags of shape ({b}, {MAX_OPS}), got {tuple(draw.ops.shape)}")
+    centres = [cutout_centres(b, h, w, generator, images.device) for _ in range(MAX_OPS)]  # 2 x (B, 2)
+    out = images
+    for pos in range(MAX_OPS):
+        op_idx, mag = draw.ops[:, pos].to(images.device), draw.mags[:, pos].to(images.device).float()
+        if static:
+            out = _apply_position_static(out, op_idx, mag, centres[pos], generator)
+        else:
+            out = _apply_position_indexed(out, op_idx, mag, centres[pos], generator)
+    return out
+
+
+def _run_op(images: torch.Tensor, k: int, mag: torch.Tensor, centres: torch.Tensor, generator) -> torch.Tensor:
+    if k == _CUTOUT:
+        return cutout(images, cutout_size(mag, images.shape[2], images.shape[3]), centres=centres)
+    return OPS[k].fn(images, mag, generator)
+
+
+def _apply_position_static(images, op_idx, mag, centres, generator) -> torch.Tensor:
+    out = images
+    for k, spec in enumerate(OPS):
+        chosen = op_idx == k  # (B,)
+        # Samples that did not draw op k get its identity magnitude, so no op sees an out-of-range value.
+        m_k = torch.where(chosen, mag, spec.identity if spec.identity is not None else 0.0)
+        out = torch.where(chosen[:, None, None, None], _run_op(images, k, m_k, centres, generator), out)
+    return out
+
+
+def _apply_position_indexed(images, op_idx, mag, centres, generator) -> torch.Tensor:
+    out = images.clone()
+    for k in torch.unique(op_idx[op_idx >= 0]).tolist():
+        idx = (op_idx == k).nonzero().squeeze(1)  # (n,)
+        out[idx] = _run_op(images[idx], k, mag[idx], centres[idx], generator)
+    return out
+
+
+def apply_policy(
+    images: torch.Tensor,
+    probs: torch.Tensor,
+    mags: torch.Tensor,
+    generator: torch.Generator | None = None,
+    static: bool = False,
+) -> torch.Tensor:
+    """PBA's per-sample policy (SPEC 6): uint8 (B, 3, H, W) in and out; probs, mags (30,) or (B, 30)."""
+    check_images(images)
+    if isinstance(probs, torch.Tensor) and isinstance(mags, torch.Tensor):
+        probs, mags = probs.to(images.device), mags.to(images.device)  # no-ops when already there
+    draw = sample_policy(probs, mags, generator, batch_size=images.shape[0])
+    return apply_draw(images, draw, static=static, generator=generator)

@@ -1,0 +1,85 @@
+"""The learned augmentation schedule: schedule.json out, back in for `hba-fast train`, and the Figure-4 plot.
+
+schedule.json (format "hba-fast-schedule/1"):
+    {"format", "ops": [15 op names], "epochs": [{"epoch": e, "lam": [54 logits],
+      "slots": [{"slot": j, "op": name, "copy": j // 15, "prob": p, "magnitude": m or null}, ... 30]}, ...],
+     "config": {resolved search config}, "environment": {versions, device, git sha}}
+Each epoch's entry is the policy of that epoch: lambda averaged over the epoch's hyper steps, decoded
+(probabilities in [0, 1], magnitudes in the op's range, null for ops without one).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .ops import OPS
+
+FORMAT = "hba-fast-schedule/1"
+
+
+class ScheduleError(ValueError):
+    """A schedule file is missing or not a schedule written by `hba-fast search`."""
+
+
+def write_schedule(path: str | Path, entries: list[dict], config: dict, environment: dict) -> None:
+    epochs = []
+    for entry in entries:
+        slots = []
+        for j, (p, m) in enumerate(zip(entry["probs"], entry["mags"])):
+            op = OPS[j % len(OPS)]
+            slots.append({"slot": j, "op": op.name, "copy": j // len(OPS), "prob": round(float(p), 6),
+                          "magnitude": round(float(m), 6) if op.has_magnitude else None})
+        epochs.append({"epoch": entry["epoch"], "lam": [round(float(v), 6) for v in entry["lam"]], "slots": slots})
+    doc = {"format": FORMAT, "ops": [op.name for op in OPS], "epochs": epochs, "config": config,
+           "environment": environment}
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def read_schedule(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(probs (E, 30), mags (E, 30)) of a schedule.json; magnitude 0 for ops without one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScheduleError(f"schedule file {str(path)!r} not found; give the schedule.json written by "
+                            f"`hba-fast search` (in its run folder)")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ScheduleError(f"{path} is not valid JSON ({e}); give a schedule.json written by `hba-fast search`")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not doc.get("epochs"):
+        raise ScheduleError(f"{path} is not an hba-fast schedule (expected format {FORMAT!r} with epochs)")
+    probs = np.array([[s["prob"] for s in e["slots"]] for e in doc["epochs"]], dtype=np.float32)
+    mags = np.array([[s["magnitude"] or 0.0 for s in e["slots"]] for e in doc["epochs"]], dtype=np.float32)
+    if probs.shape[1] != 2 * len(OPS):
+        raise ScheduleError(f"{path}: each epoch needs {2 * len(OPS)} slots, found {probs.shape[1]}")
+    return probs, mags
+
+
+def plot_schedule(path: str | Path, entries: list[dict]) -> None:
+    """Figure 4 of the paper: (a) sum of normalised magnitudes, (b) each op's probability, over epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.array([e["epoch"] + 1 for e in entries])
+    probs = np.array([e["probs"] for e in entries])  # (E, 30)
+    mags = np.array([e["mags"] for e in entries])  # (E, 30)
+    n = len(OPS)
+    norm = np.zeros_like(mags)
+    for j in range(2 * n):
+        op = OPS[j % n]
+        if op.has_magnitude:
+            norm[:, j] = (mags[:, j] - op.lo) / (op.hi - op.lo)
+    fig, (ax_m, ax_p) = plt.subplots(1, 2, figsize=(13, 4.5))
+    ax_m.plot(epochs, norm.sum(1), color="tab:red", marker="o" if len(epochs) < 30 else None)
+    ax_m.set(title="(a) sum of magnitudes (each normalised to its range)", xlabel="epoch", ylabel="sum")
+    cmap = plt.get_cmap("tab20")
+    for k, op in enumerate(OPS):
+        ax_p.plot(epochs, probs[:, k] + probs[:, k + n], label=op.name, color=cmap(k))
+    ax_p.set(title="(b) probability of each op (both copies)", xlabel="epoch", ylabel="probability")
+    ax_p.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,284 @@
+"""The HBA trainer: paper Algorithm 1 (alternating weight and hyper steps), also used for plain training.
+
+One round = `t_train` weight steps, then `t_val` hyper steps:
+
+    weight step (eq. 13): batch of augmented images, each with its own lambda_i = lambda + eps_i (drawn by the
+        pipeline's sampler, which also augmented the image with it); phi <- SGD(phi, grad_phi CE(F(x_i; theta(lambda_i)))).
+    hyper step  (eq. 11): clean validation batch through theta(lambda) with ONE shared lambda;
+        lambda <- Adam(lambda, grad_lambda CE). Only lambda's gradient is computed (torch.autograd.grad).
+        Batch norm uses batch statistics, as in the weight steps, but leaves the running statistics alone
+        (momentum 0 for the step), so validation data never leak into the model's running statistics.
+
+With `t_val = 0` (or a model without hyper-layers and a pipeline without lambda) this is a plain trainer,
+used by `hba-fast train` for the paper's evaluation protocol.
+
+No host syncs inside a step: losses are accumulated on the device and read every `log_every` steps, where a
+non-finite loss is also detected (the first bad step is tracked on the device). Every stateful part has
+`state_dict()` / `load_state_dict()`; checkpoints are written atomically (see `checkpoint.py`).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .runlog import RunLog
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf; the run stopped and the last good checkpoint is kept."""
+
+
+def lr_factor(optim_cfg, epoch_float: float, total_epochs: int) -> float:
+    """Multiplier of the base learning rate at a (fractional) epoch: warm-up, then cosine | step | constant."""
+    if optim_cfg.warmup_epochs > 0 and epoch_float < optim_cfg.warmup_epochs:
+        return (epoch_float + 1e-8) / optim_cfg.warmup_epochs
+    if optim_cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch_float / total_epochs, 1.0)))
+    if optim_cfg.schedule == "step":
+        return optim_cfg.gamma ** sum(epoch_float >= m for m in optim_cfg.milestones)
+    return 1.0
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(model: nn.Module):
+    """Batch statistics for normalisation, but running statistics untouched (momentum 0 for the block)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) or hasattr(m, "running_var")]
+    saved = [(m, m.momentum) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+
+
+@dataclass
+class Meter:
+    """Device-side sums of a scalar, read at log time only."""
+    device: torch.device
+    total: torch.Tensor = field(init=False)
+    count: int = 0
+
+    def __post_init__(self):
+        self.total = torch.zeros((), device=self.device)
+
+    def add(self, value: torch.Tensor) -> None:
+        self.total += value.detach().float()
+        self.count += 1
+
+    def pop(self) -> float | None:
+        if self.count == 0:
+            return None
+        mean = (self.total / self.count).item()
+        self.total.zero_()
+        self.count = 0
+        return mean
+
+
+class Trainer:
+    """Alternating HBA updates of phi (SGD) and lambda (Adam) over a pipeline; see the module docstring."""
+
+    def __init__(self, model: nn.Module, pipeline, lam: nn.Parameter | None, optim_cfg, train_cfg,
+                 device: torch.device, log: RunLog, space=None, world: int = 1, stateful: dict | None = None):
+        self.model, self.pipeline, self.lam = model, pipeline, lam
+        self.stateful = stateful or {}  # further parts saved in checkpoints (e.g. the policy sampler's RNG)
+        self.optim_cfg, self.cfg, self.device, self.log, self.space = optim_cfg, train_cfg, device, log, space
+        self.world = world
+        self.steps_per_epoch = pipeline.steps_per_epoch
+        if train_cfg.steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, train_cfg.steps_per_epoch)
+        fused = device.type == "cuda"
+        self.opt_phi = torch.optim.SGD(model.parameters(), lr=optim_cfg.lr, momentum=optim_cfg.momentum,
+                                       nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay,
+                                       **({"fused": True} if fused else {}))
+        self.opt_lam = torch.optim.Adam([lam], lr=optim_cfg.hyper_lr) if self._searching() else None
+        amp = train_cfg.amp == "bf16" or (train_cfg.amp == "auto" and device.type == "cuda")
+        self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+        self.epoch, self.step = 0, 0
+        self.schedule: list[dict] = []  # one decoded policy per finished epoch (searching only)
+        self._lam_sum = torch.zeros_like(lam.detach()) if self._searching() else None
+        self._lam_count = 0
+        self._train_loss, self._val_loss = Meter(device), Meter(device)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def _searching(self) -> bool:
+        return self.lam is not None and self.cfg.t_val > 0
+
+    # ----------------------------------------------------------------------------------------- steps
+    def _set_lr(self) -> None:
+        factor = lr_factor(self.optim_cfg, self.step / self.steps_per_epoch, self.cfg.epochs)
+        for group in self.opt_phi.param_groups:
+            group["lr"] = self.optim_cfg.lr * factor
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())) & (self._first_bad < 0)
+        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, self.step), self._first_bad)
+
+    def weight_step(self, batch) -> None:
+        """Eq. 13: one SGD step on phi with per-sample lambda_i (already used by the pipeline's augmentation)."""
+        self._set_lr()
+        with self.autocast():
+            logits = self.model(batch.images, batch.lam)
+            loss = F.cross_entropy(logits.float(), batch.labels)
+        self.opt_phi.zero_grad(set_to_none=True)
+        loss.backward()
+        self._all_reduce([p.grad for p in self.model.parameters() if p.grad is not None])
+        self.opt_phi.step()
+        self._train_loss.add(loss)
+        self._check_finite(loss)
+        self.step += 1
+
+    def hyper_step(self) -> None:
+        """Eq. 11: one Adam step on lambda from a clean validation batch through theta(lambda)."""
+        batch = self.pipeline.val_batch()
+        with frozen_bn_statistics(self.model), self.autocast():
+            logits = self.model(batch.images, self.lam)
+            loss = F.cross_entropy(logits.float(), batch.labels)
+        (grad,) = torch.autograd.grad(loss, [self.lam])
+        self._all_reduce([grad])
+        self.lam.grad = grad
+        self.opt_lam.step()
+        self.opt_lam.zero_grad(set_to_none=True)
+        self._val_loss.add(loss)
+        self._check_finite(loss)
+        self._lam_sum += self.lam.detach()
+        self._lam_count += 1
+
+    def _all_reduce(self, tensors: list[torch.Tensor]) -> None:
+        if self.world == 1 or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    # ----------------------------------------------------------------------------------------- loop
+    def fit(self) -> None:
+        """Run the remaining epochs: rounds of t_train weight steps and t_val hyper steps; log; checkpoint."""
+        self.log.info(f"training {self.cfg.epochs - self.epoch} epochs x {self.steps_per_epoch} steps "
+                      f"({self.world} process(es)) on {self.device}")
+        while self.epoch < self.cfg.epochs:
+            self.model.train()
+            bar = self.log.progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+            t0, seen = time.perf_counter(), 0
+            for i, batch in enumerate(self.pipeline.train_epoch(self.epoch)):
+                if i >= self.steps_per_epoch:
+                    break
+                self.weight_step(batch)
+                seen += batch.labels.shape[0] * self.world
+                if self._searching() and self.step % self.cfg.t_train == 0:
+                    for _ in range(self.cfg.t_val):
+                        self.hyper_step()
+                if self.step % self.cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
+                    ips = seen / max(time.perf_counter() - t0, 1e-9)
+                    self._log_interval(ips)
+                    bar.set_postfix_str(f"{ips:.0f} img/s")
+                bar.update(1)
+            bar.close()
+            self._end_epoch(seen / max(time.perf_counter() - t0, 1e-9))
+
+    def _log_interval(self, images_per_s: float) -> None:
+        first_bad = int(self._first_bad.item())
+        if first_bad >= 0:
+            raise NonFiniteLossError(
+                f"the loss became NaN/Inf at step {first_bad} (epoch {self.epoch}); the run stopped and the last "
+                f"good checkpoint is kept. Lower optim.lr / optim.hyper_lr, or try train.amp=off")
+        row = {"kind": "train", "epoch": self.epoch, "step": self.step, "lr": self.opt_phi.param_groups[0]["lr"],
+               "train_loss": self._train_loss.pop(), "images_per_s": round(images_per_s, 1)}
+        if self._searching():
+            row["hyper_val_loss"] = self._val_loss.pop()
+        self.log.metrics(row)
+
+    def _end_epoch(self, images_per_s: float) -> None:
+        row = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "images_per_s": round(images_per_s, 1)}
+        if self._searching():
+            mean_lam = self._lam_sum / max(self._lam_count, 1) if self._lam_count else self.lam.detach()
+            probs, mags = self.space.decode(mean_lam.float().cpu())
+            self.schedule.append({"epoch": self.epoch, "lam": mean_lam.cpu().tolist(),
+                                  "probs": probs.tolist(), "mags": mags.tolist()})
+            self._lam_sum.zero_()
+            self._lam_count = 0
+        if self.cfg.eval_every and ((self.epoch + 1) % self.cfg.eval_every == 0 or self.epoch + 1 == self.cfg.epochs):
+            row.update({f"val_{k}": v for k, v in self.evaluate("val").items()})
+        self.epoch += 1
+        self.log.metrics(row)
+        self.log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
+            self.save(self.log.dir / "checkpoint.pt")
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict:
+        """Loss and top-1 error of theta(lambda) (one shared lambda) over one clean pass of a split."""
+        self.model.eval()
+        total, loss_sum, wrong = 0, torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+        lam = self.lam.detach() if self.lam is not None else None
+        for batch in self.pipeline.eval_batches(split):
+            with self.autocast():
+                logits = self.model(batch.images, lam).float()
+            loss_sum += F.cross_entropy(logits, batch.labels, reduction="sum")
+            wrong += (logits.argmax(1) != batch.labels).sum()
+            total += batch.labels.shape[0]
+        self.model.train()
+        if total == 0:
+            return {}
+        stats = torch.stack([loss_sum, wrong.float(), torch.tensor(float(total), device=self.device)])
+        if self.world > 1:
+            torch.distributed.all_reduce(stats)
+        loss, err, n = stats.tolist()
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"the {split} loss is NaN/Inf after epoch {self.epoch}; the last good "
+                                     f"checkpoint is kept. Lower optim.lr / optim.hyper_lr, or try train.amp=off")
+        return {"loss": loss / n, "error": err / n}
+
+    # ----------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch, "step": self.step, "schedule": self.schedule,
+            "model": self.model.state_dict(), "opt_phi": self.opt_phi.state_dict(),
+            "lam": None if self.lam is None else self.lam.detach().clone(),
+            "opt_lam": None if self.opt_lam is None else self.opt_lam.state_dict(),
+            "pipeline": self.pipeline.state_dict(),
+            "stateful": {name: part.state_dict() for name, part in self.stateful.items()},
+            "rng": {"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step, self.schedule = state["epoch"], state["step"], list(state["schedule"])
+        self.model.load_state_dict(state["model"])
+        self.opt_phi.load_state_dict(state["opt_phi"])
+        if self.lam is not None and state["lam"] is not None:
+            with torch.no_grad():
+                self.lam.copy_(state["lam"])
+        if self.opt_lam is not None and state["opt_lam"] is not None:
+            self.opt_lam.load_state_dict(state["opt_lam"])
+        self.pipeline.load_state_dict(state["pipeline"])
+        for name, part in self.stateful.items():
+            part.load_state_dict(state["stateful"][name])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def save(self, path) -> None:
+        if self.log.is_main:
+            save_checkpoint(path, self.state_dict())
+
+    def resume(self, path) -> bool:
+        """Load `path` when it exists; True when the run continues from it."""
+        state = load_checkpoint(path, map_location=self.device)
+        if state is None:
+            return False
+        self.load_state_dict(state["trainer"] if "trainer" in state else state)
+        self.log.info(f"resumed from {path} at epoch {self.epoch} (step {self.step})")
+        return True

@@ -1,0 +1,68 @@
+"""Config loading: every shipped config loads, and bad input gives a clear error naming the fix."""
+from pathlib import Path
+
+import pytest
+
+from hba_fast.config import Config, ConfigError, apply_overrides, from_dict, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path, ["data.path=/some/where"] if "demo" not in path.name else [])
+    assert isinstance(cfg, Config)
+    assert cfg.train.t_train >= 1
+
+
+def test_paper_table8_values():
+    red = load_config(Path(CONFIGS[0]).parent / "cifar10-reduced.yaml", ["data.path=x"])
+    assert (red.data.num_train, red.data.num_val, red.optim.lr, red.optim.weight_decay, red.optim.hyper_lr,
+            red.train.epochs, red.model.name) == (4000, 10000, 0.05, 0.005, 0.03, 200, "wrn-40-2")
+    imnet = load_config(Path(CONFIGS[0]).parent / "imagenet.yaml", ["data.path=x"])
+    assert imnet.optim.schedule == "step" and imnet.optim.milestones == (90, 180, 240)
+    assert imnet.data.max_classes == 120 and imnet.optim.hyper_lr == 0.007
+
+
+def test_demo_is_the_default():
+    cfg = load_config(None)
+    assert cfg.data.dataset == "shapes10"
+
+
+def test_unknown_key_names_nearest():
+    with pytest.raises(ConfigError, match=r"unknown config key train\.epoch .*'epochs'"):
+        from_dict({"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match=r"unknown config section 'optimizer'.*'optim'"):
+        from_dict({"optimizer": {}})
+
+
+@pytest.mark.parametrize("raw, match", [
+    ({"train": {"epochs": "ten"}}, r"train\.epochs must be an integer"),
+    ({"train": {"epochs": 0}}, r"train\.epochs=0 is below its minimum 1"),
+    ({"optim": {"lr": -1}}, r"optim\.lr=-1.0 is below"),
+    ({"policy": {"sigma": True}}, r"policy\.sigma must be a number"),
+    ({"model": {"strategy": "first-bn"}}, r"model\.strategy='first-bn' is not valid.*'first_bn'"),
+    ({"data": {"dataset": "cifar10"}}, r"needs data\.path"),
+    ({"optim": {"schedule": "step"}}, r"needs optim\.milestones"),
+    ({"data": {"backend": "gpu"}}, r"data\.backend='gpu' is not valid"),
+])
+def test_bad_values(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(raw)
+
+
+def test_overrides_parse_yaml():
+    raw = apply_overrides({"train": {"epochs": 5}}, ["train.epochs=3", "optim.milestones=[1, 2]", "data.path=null"])
+    assert raw["train"]["epochs"] == 3 and raw["optim"]["milestones"] == [1, 2] and raw["data"]["path"] is None
+    with pytest.raises(ConfigError, match="section.field=value"):
+        apply_overrides({}, ["epochs=3"])
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no/such.yaml")
+
+
+def test_round_trip_through_dict():
+    cfg = load_config(None, ["train.epochs=2"])
+    assert from_dict(cfg.to_dict()) == cfg

@@ -1,0 +1,120 @@
+"""Trainer units: the weight step moves phi only, the hyper step moves lambda only (and leaves BN running
+statistics alone), the learning-rate schedule, state round trips."""
+import math
+import types
+
+import pytest
+import torch
+
+from hba_fast.config import OptimConfig, TrainConfig
+from hba_fast.models import build_model
+from hba_fast.pipelines.base import Batch
+from hba_fast.policy import SearchSpace
+from hba_fast.runlog import RunLog
+from hba_fast.trainer import Trainer, frozen_bn_statistics, lr_factor
+
+
+class FakePipeline:
+    """Random 16x16 images, per-sample lambda_i around a fixed point; enough to drive the trainer."""
+    steps_per_epoch = 3
+
+    def __init__(self, batch=8):
+        self.g = torch.Generator().manual_seed(0)
+        self.batch = batch
+
+    def _batch(self, lam=True):
+        x = torch.randn(self.batch, 3, 16, 16, generator=self.g)
+        y = torch.randint(0, 10, (self.batch,), generator=self.g)
+        return Batch(x, y, torch.randn(self.batch, 54, generator=self.g) if lam else None)
+
+    def train_epoch(self, epoch):
+        return (self._batch() for _ in range(self.steps_per_epoch))
+
+    def val_batch(self):
+        return self._batch(lam=False)
+
+    def eval_batches(self, split):
+        return (self._batch(lam=False) for _ in range(2))
+
+    def state_dict(self):
+        return {"g": self.g.get_state()}
+
+    def load_state_dict(self, s):
+        self.g.set_state(s["g"])
+
+
+def _trainer(tmp_path, strategy="bn", **train):
+    torch.manual_seed(0)
+    model = build_model("wrn-40-2", 10, strategy)
+    lam = torch.nn.Parameter(SearchSpace().init_lam())
+    cfg = TrainConfig(epochs=2, log_every=1, **train)
+    return Trainer(model, FakePipeline(), lam, OptimConfig(), cfg, torch.device("cpu"),
+                   RunLog(tmp_path, progress=False), space=SearchSpace())
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_hyper_step_moves_only_lambda(tmp_path):
+    tr = _trainer(tmp_path)
+    before, lam0 = _snapshot(tr.model), tr.lam.detach().clone()
+    tr.hyper_step()
+    after = _snapshot(tr.model)
+    changed = [k for k in before if not k.endswith("num_batches_tracked") and not torch.equal(before[k], after[k])]
+    assert changed == [], f"the hyper step changed {changed}"
+    assert all(p.grad is None for p in tr.model.parameters()), "weight gradients were computed in the hyper step"
+    assert (tr.lam.detach() - lam0).abs().max() > 0
+    assert (tr.lam.detach() - lam0).abs().max() <= OptimConfig().hyper_lr * 1.01  # one Adam step is <= lr
+
+
+def test_weight_step_moves_phi_and_running_stats_not_lambda(tmp_path):
+    tr = _trainer(tmp_path)
+    before, lam0 = _snapshot(tr.model), tr.lam.detach().clone()
+    tr.weight_step(tr.pipeline._batch())
+    after = _snapshot(tr.model)
+    assert torch.equal(tr.lam.detach(), lam0)
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    running = [k for k in before if k.endswith("running_mean")]
+    assert running and all(not torch.equal(before[k], after[k]) for k in running)
+
+
+def test_frozen_bn_statistics_restores_momentum(tmp_path):
+    model = build_model("wrn-40-2", 10, "bn")
+    with frozen_bn_statistics(model):
+        assert all(m.momentum == 0.0 for m in model.modules() if hasattr(m, "running_var"))
+    assert all(m.momentum == 0.1 for m in model.modules() if hasattr(m, "running_var"))
+
+
+def test_lr_schedules():
+    cos = OptimConfig(lr=0.1, schedule="cosine")
+    assert lr_factor(cos, 0, 10) == pytest.approx(1.0)
+    assert lr_factor(cos, 5, 10) == pytest.approx(0.5)
+    assert lr_factor(cos, 10, 10) == pytest.approx(0.0, abs=1e-12)
+    step = OptimConfig(schedule="step", milestones=(2, 4), gamma=0.1)
+    assert [lr_factor(step, e, 6) for e in (0, 1.9, 2, 4.5)] == pytest.approx([1, 1, 0.1, 0.01])
+    warm = OptimConfig(warmup_epochs=2.0, schedule="constant")
+    assert lr_factor(warm, 1.0, 10) == pytest.approx(0.5, rel=1e-6) and lr_factor(warm, 3, 10) == 1.0
+
+
+def test_fit_records_schedule_and_round_trips(tmp_path):
+    tr = _trainer(tmp_path)
+    tr.fit()
+    assert tr.epoch == 2 and tr.step == 6 and len(tr.schedule) == 2
+    probs = torch.tensor(tr.schedule[-1]["probs"])
+    assert probs.shape == (30,) and ((probs >= 0) & (probs <= 1)).all()
+    state = tr.state_dict()
+    other = _trainer(tmp_path / "b")
+    other.load_state_dict(state)
+    assert other.epoch == 2 and torch.equal(other.lam.detach(), tr.lam.detach())
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(other.model.state_dict()[k], v)
+
+
+def test_plain_training_without_lambda(tmp_path):
+    model = build_model("wrn-40-2", 10, "none")
+    tr = Trainer(model, FakePipeline(), None, OptimConfig(), TrainConfig(epochs=1, t_val=0, log_every=1),
+                 torch.device("cpu"), RunLog(tmp_path, progress=False))
+    tr.fit()
+    assert tr.schedule == [] and tr.step == 3
+    assert math.isfinite(tr.evaluate("test")["loss"])
