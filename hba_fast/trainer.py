@@ -19,6 +19,7 @@ non-finite loss is also detected (the first bad step is tracked on the device). 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -172,9 +173,7 @@ class Trainer:
             self.model.train()
             bar = self.log.progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}")
             t0, seen = time.perf_counter(), 0
-            for i, batch in enumerate(self.pipeline.train_epoch(self.epoch)):
-                if i >= self.steps_per_epoch:
-                    break
+            for i, batch in enumerate(itertools.islice(self.pipeline.train_epoch(self.epoch), self.steps_per_epoch)):
                 self.weight_step(batch)
                 seen += batch.labels.shape[0] * self.world
                 if self._searching() and self.step % self.cfg.t_train == 0:

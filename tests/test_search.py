@@ -18,7 +18,7 @@ from hba_fast.policy import SearchSpace
 from hba_fast.search import search
 
 TINY = ["data.num_train=192", "data.num_val=96", "data.num_test=96", "data.batch_size=32", "train.log_every=2",
-        "optim.hyper_lr=0.1", "run.progress=false", "optim.lr=1.0e+30"][:-1]
+        "optim.hyper_lr=0.1", "run.progress=false"]
 
 
 def _tiny(tmp_path, *extra):
@@ -48,11 +48,22 @@ def test_search_writes_outputs_and_moves_lambda(tmp_path):
     assert (out / "config.yaml").exists() and (out / "checkpoint.pt").exists()
 
 
-def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, capsys):
-    sets = TINY + [f"run.out_dir={tmp_path}", "train.epochs=1", "optim.lr=1e30"]  # YAML 1.1 reads 1e30 as a string; the config accepts it as a number
+def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+    """NaN images in epoch 2 make the loss NaN: the run stops naming the step; epoch 1's checkpoint stays."""
+    from hba_fast.pipelines.torch_pipeline import TorchPipeline
+
+    augment = TorchPipeline.augment
+
+    def poisoned(self, images, epoch):
+        x, lam = augment(self, images, epoch)
+        return (x * float("nan") if epoch == 1 else x), lam
+
+    monkeypatch.setattr(TorchPipeline, "augment", poisoned)
+    sets = TINY + [f"run.out_dir={tmp_path}", "train.epochs=2"]
     code = main(["search"] + [x for item in sets for x in ("--set", item)])
     err = capsys.readouterr().err
-    assert code == 2 and "NaN/Inf" in err and "step" in err
+    assert code == 2 and "NaN/Inf at step 6" in err, err  # 6 steps per epoch: the first step of epoch 2
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
     assert not (tmp_path / "schedule.json").exists()
 
 

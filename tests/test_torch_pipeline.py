@@ -355,11 +355,12 @@ def test_resume_from_state_dict_gives_the_same_next_batches():
 
     a = pipe()
     _run(a, 0, n_val=5)  # part-way into the second validation pass (12 images, batches of 10)
-    state = a.state_dict()
+    state, sampler_state = a.state_dict(), a.sampler.state_dict()  # the trainer checkpoints both
     assert state["epoch"] == 1 and state["step"] == 0
     expected = _run(a, 1)
     b = pipe()
     b.load_state_dict(state)
+    b.sampler.load_state_dict(sampler_state)
     assert _same(_run(b, b.epoch), expected)
 
 

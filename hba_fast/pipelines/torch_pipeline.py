@@ -142,12 +142,10 @@ class TorchPipeline:
     # ---- resume ----
 
     def state_dict(self) -> dict:
-        state = {"epoch": self.epoch, "step": self.step, "seed": self.seed,
-                 "aug_generator": self._aug_gen.get_state(), "val_generator": self._val_gen.get_state(),
-                 "val_perm": self._val_perm, "val_pos": self._val_pos}
-        if self.sampler is not None and hasattr(self.sampler, "state_dict"):
-            state["sampler"] = self.sampler.state_dict()
-        return state
+        # The policy sampler is not saved here: its owner (the trainer) checkpoints it, for every backend.
+        return {"epoch": self.epoch, "step": self.step, "seed": self.seed,
+                "aug_generator": self._aug_gen.get_state(), "val_generator": self._val_gen.get_state(),
+                "val_perm": self._val_perm, "val_pos": self._val_pos}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.step, self.seed = int(state["epoch"]), int(state["step"]), int(state["seed"])
@@ -155,5 +153,3 @@ class TorchPipeline:
         self._val_gen.set_state(state["val_generator"].cpu())
         self._val_perm = None if state["val_perm"] is None else state["val_perm"].cpu()
         self._val_pos = int(state["val_pos"])
-        if "sampler" in state and self.sampler is not None and hasattr(self.sampler, "load_state_dict"):
-            self.sampler.load_state_dict(state["sampler"])
