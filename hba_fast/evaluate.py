@@ -53,14 +53,16 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
         pipeline = build_pipeline(cfg.data, splits, sampler, device, shard=(dist.rank, dist.world),
                                   seed=cfg.train.seed)
         model = build_model(cfg.model.name, splits.num_classes, "none").to(device)
-        if device.type == "cuda" and cfg.model.channels_last:
+        channels_last = device.type == "cuda" and cfg.model.channels_last
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
         broadcast_parameters(model, dist)
         what = f"schedule {schedule}" if schedule else f"{augment} augmentation"
         log.info(f"train: {cfg.model.name} on {cfg.data.dataset} with {what}, {type(pipeline).__name__} on {device}")
 
         trainer = Trainer(model, pipeline, None, cfg.optim, cfg.train, device, log, world=dist.world,
-                          stateful={"sampler": sampler} if sampler is not None else None)
+                          stateful={"sampler": sampler} if sampler is not None else None,
+                          channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(log.dir / "checkpoint.pt")
         trainer.fit()

@@ -79,6 +79,33 @@ class HyperModule(nn.Module):
     def _is_per_sample(self, x: Tensor, lam: Tensor) -> bool:
         return check_lam(lam, x.shape[0], self.lam_dim, type(self).__name__)
 
+    def _make_weights(self, shape: tuple[int, ...], bias: bool) -> None:
+        """phi0, phiU of `shape` (out, ...) and phiV (out, lam_dim); likewise for the bias when there is one."""
+        out = shape[0]
+        self.weight = nn.Parameter(torch.empty(shape))
+        self.weight_u = nn.Parameter(torch.empty(shape))
+        self.weight_v = nn.Parameter(torch.empty(out, self.lam_dim))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out))
+            self.bias_u = nn.Parameter(torch.empty(out))
+            self.bias_v = nn.Parameter(torch.empty(out, self.lam_dim))
+        else:
+            self.register_parameter("bias", None)
+            self.register_parameter("bias_u", None)
+            self.register_parameter("bias_v", None)
+
+    def _reset_weights(self, fan_in: int) -> None:
+        """phi0 as nn.Conv2d / nn.Linear.reset_parameters; phiU from the same distribution; phiV small (STN)."""
+        for w in (self.weight, self.weight_u):
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+        bound = 1.0 / math.sqrt(fan_in)
+        for p in (self.bias, self.bias_u):
+            if p is not None:
+                nn.init.uniform_(p, -bound, bound)
+        for v in (self.weight_v, self.bias_v):
+            if v is not None:
+                nn.init.normal_(v, 0.0, PHI_V_STD / math.sqrt(self.lam_dim))
+
     def materialize(self, lam: Tensor) -> nn.Module:
         """The plain layer with parameters theta(lam) for one shared lam (lam_dim,)."""
         raise NotImplementedError
@@ -101,31 +128,11 @@ class HyperConv2d(HyperModule):
         self.in_channels, self.out_channels, self.lam_dim = in_ch, out_ch, lam_dim
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), stride, padding
         self.impl = "auto"
-        shape = (out_ch, in_ch, *self.kernel_size)
-        self.weight = nn.Parameter(torch.empty(shape))
-        self.weight_u = nn.Parameter(torch.empty(shape))
-        self.weight_v = nn.Parameter(torch.empty(out_ch, lam_dim))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_ch))
-            self.bias_u = nn.Parameter(torch.empty(out_ch))
-            self.bias_v = nn.Parameter(torch.empty(out_ch, lam_dim))
-        else:
-            self.register_parameter("bias", None)
-            self.register_parameter("bias_u", None)
-            self.register_parameter("bias_v", None)
+        self._make_weights((out_ch, in_ch, *self.kernel_size), bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # phi0 as nn.Conv2d.reset_parameters; phiU the same distribution; phiV small (STN).
-        for w in (self.weight, self.weight_u):
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
-        for p in (self.bias, self.bias_u):
-            if p is not None:
-                nn.init.uniform_(p, -bound, bound)
-        for v in (self.weight_v, self.bias_v):
-            if v is not None:
-                nn.init.normal_(v, 0.0, PHI_V_STD / math.sqrt(self.lam_dim))
+        self._reset_weights(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
 
     def theta(self, lam: Tensor) -> tuple[Tensor, Tensor | None]:
         """Materialised (weight (Cout, Cin, kh, kw), bias (Cout,) | None) for a shared lam (lam_dim,)."""
@@ -167,30 +174,11 @@ class HyperLinear(HyperModule):
         super().__init__()
         self.in_features, self.out_features, self.lam_dim = in_f, out_f, lam_dim
         self.impl = "auto"
-        self.weight = nn.Parameter(torch.empty(out_f, in_f))
-        self.weight_u = nn.Parameter(torch.empty(out_f, in_f))
-        self.weight_v = nn.Parameter(torch.empty(out_f, lam_dim))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_f))
-            self.bias_u = nn.Parameter(torch.empty(out_f))
-            self.bias_v = nn.Parameter(torch.empty(out_f, lam_dim))
-        else:
-            self.register_parameter("bias", None)
-            self.register_parameter("bias_u", None)
-            self.register_parameter("bias_v", None)
+        self._make_weights((out_f, in_f), bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # phi0 as nn.Linear.reset_parameters; phiU the same distribution; phiV small (STN).
-        for w in (self.weight, self.weight_u):
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-        bound = 1.0 / math.sqrt(self.in_features)
-        for p in (self.bias, self.bias_u):
-            if p is not None:
-                nn.init.uniform_(p, -bound, bound)
-        for v in (self.weight_v, self.bias_v):
-            if v is not None:
-                nn.init.normal_(v, 0.0, PHI_V_STD / math.sqrt(self.lam_dim))
+        self._reset_weights(self.in_features)
 
     def theta(self, lam: Tensor) -> tuple[Tensor, Tensor | None]:
         """Materialised (weight (out, in), bias (out,) | None) for a shared lam (lam_dim,)."""

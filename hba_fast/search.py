@@ -45,14 +45,15 @@ def search(cfg: Config) -> Path:
         pipeline = build_pipeline(cfg.data, splits, sampler, device, shard=(dist.rank, dist.world),
                                   seed=cfg.train.seed)
         model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy).to(device)
-        if device.type == "cuda" and cfg.model.channels_last:
+        channels_last = device.type == "cuda" and cfg.model.channels_last
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
         broadcast_parameters(model, dist)
         log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} val), "
                  f"{cfg.model.name} [{cfg.model.strategy}], {type(pipeline).__name__} on {device}")
 
         trainer = Trainer(model, pipeline, lam, cfg.optim, cfg.train, device, log, space=space, world=dist.world,
-                          stateful={"sampler": sampler})
+                          stateful={"sampler": sampler}, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(log.dir / "checkpoint.pt")
         trainer.fit()

@@ -88,11 +88,13 @@ class Trainer:
     """Alternating HBA updates of phi (SGD) and lambda (Adam) over a pipeline; see the module docstring."""
 
     def __init__(self, model: nn.Module, pipeline, lam: nn.Parameter | None, optim_cfg, train_cfg,
-                 device: torch.device, log: RunLog, space=None, world: int = 1, stateful: dict | None = None):
+                 device: torch.device, log: RunLog, space=None, world: int = 1, stateful: dict | None = None,
+                 channels_last: bool = False):
         self.model, self.pipeline, self.lam = model, pipeline, lam
         self.stateful = stateful or {}  # further parts saved in checkpoints (e.g. the policy sampler's RNG)
         self.optim_cfg, self.cfg, self.device, self.log, self.space = optim_cfg, train_cfg, device, log, space
         self.world = world
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.steps_per_epoch = pipeline.steps_per_epoch
         if train_cfg.steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, train_cfg.steps_per_epoch)
@@ -127,7 +129,7 @@ class Trainer:
         """Eq. 13: one SGD step on phi with per-sample lambda_i (already used by the pipeline's augmentation)."""
         self._set_lr()
         with self.autocast():
-            logits = self.model(batch.images, batch.lam)
+            logits = self.model(batch.images.contiguous(memory_format=self.memory_format), batch.lam)
             loss = F.cross_entropy(logits.float(), batch.labels)
         self.opt_phi.zero_grad(set_to_none=True)
         loss.backward()
@@ -141,7 +143,7 @@ class Trainer:
         """Eq. 11: one Adam step on lambda from a clean validation batch through theta(lambda)."""
         batch = self.pipeline.val_batch()
         with frozen_bn_statistics(self.model), self.autocast():
-            logits = self.model(batch.images, self.lam)
+            logits = self.model(batch.images.contiguous(memory_format=self.memory_format), self.lam)
             loss = F.cross_entropy(logits.float(), batch.labels)
         (grad,) = torch.autograd.grad(loss, [self.lam])
         self._all_reduce([grad])
@@ -224,7 +226,7 @@ class Trainer:
         lam = self.lam.detach() if self.lam is not None else None
         for batch in self.pipeline.eval_batches(split):
             with self.autocast():
-                logits = self.model(batch.images, lam).float()
+                logits = self.model(batch.images.contiguous(memory_format=self.memory_format), lam).float()
             loss_sum += F.cross_entropy(logits, batch.labels, reduction="sum")
             wrong += (logits.argmax(1) != batch.labels).sum()
             total += batch.labels.shape[0]

@@ -50,8 +50,7 @@ class TorchPipeline:
         self.cutout = bool(getattr(data_cfg, "cutout", True))
         if any(getattr(splits, k).images is None for k in ("train", "val", "test")):
             splits = with_images(splits, data_cfg.image_size, data_cfg.on_corrupt, data_cfg.num_threads)
-        on_gpu = bool(data_cfg.device_resident) and self.device.type == "cuda"
-        self._store = self.device if on_gpu else torch.device("cpu")
+        self._store = self.device if self._fits_on_device(data_cfg, splits) else torch.device("cpu")
         self._sets = {k: self._put(getattr(splits, k)) for k in ("train", "val", "test")}
         self.mean = torch.tensor(splits.mean, dtype=torch.float32, device=self.device)  # (3,)
         self.std = torch.tensor(splits.std, dtype=torch.float32, device=self.device)
@@ -66,6 +65,14 @@ class TorchPipeline:
         self._val_perm: torch.Tensor | None = None  # the current validation pass, on the CPU
         self._val_pos = 0
         self.epoch, self.step = 0, 0  # position in training: the next batch is step `step` of epoch `epoch`
+
+    def _fits_on_device(self, data_cfg, splits: Splits) -> bool:
+        """Keep the uint8 arrays on the GPU when asked and they take at most half of its free memory."""
+        if not (data_cfg.device_resident and self.device.type == "cuda"):
+            return False
+        need = sum(getattr(splits, k).images.numel() for k in ("train", "val", "test"))
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return need <= free // 2
 
     def _put(self, split: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
         assert split.images is not None
