@@ -134,7 +134,8 @@ def _pil_op(im, name: str, m: float):
     if name == "Rotate":
         return im.rotate(m, fillcolor=(128, 128, 128))
     if name in ("AutoContrast", "Invert", "Equalize"):
-        return {"AutoContrast": ImageOps.autocontrast, "Invert": ImageOps.invert, "Equalize": ImageOps.equalize}[name](im)
+        no_mag = {"AutoContrast": ImageOps.autocontrast, "Invert": ImageOps.invert, "Equalize": ImageOps.equalize}
+        return no_mag[name](im)
     if name == "Solarize":
         return ImageOps.solarize(im, 256 - m)
     if name == "Posterize":

@@ -18,7 +18,7 @@ from .trainer import NonFiniteLossError
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .datasets import DataError
-    from .search import RunFolderError
+    from .session import RunFolderError
 
     return (ConfigError, DataError, ScheduleError, DeviceError, BackendError, CheckpointError, NonFiniteLossError,
             RunFolderError)

@@ -79,7 +79,8 @@ class OptimConfig:
 
     def __post_init__(self):
         if self.schedule == "step" and not self.milestones:
-            raise ConfigError("optim.schedule=step needs optim.milestones (epochs), e.g. --set optim.milestones=[90,180]")
+            raise ConfigError("optim.schedule=step needs optim.milestones (epochs), "
+                              "e.g. --set optim.milestones=[90,180]")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("optim.nesterov=true needs optim.momentum > 0; set optim.momentum=0.9 or nesterov=false")
 
@@ -144,7 +145,8 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
         raise ConfigError(f"{where} may not be null; give a {getattr(base, '__name__', base)}")
     origin = typing.get_origin(base)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        ints = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if not ints:
             raise ConfigError(f"{where} must be a list of integers, got {value!r}")
         return tuple(value)
     if base is bool:

@@ -41,7 +41,8 @@ def setup_distributed() -> Dist:
 
 
 def pick_device(train_cfg, dist: Dist, log=print) -> torch.device:
-    """train.device auto|cpu|cuda -> a torch.device; cuda without a GPU stops or falls back (train.allow_cpu_fallback)."""
+    """train.device auto|cpu|cuda -> a torch.device; cuda without a GPU stops, or falls back to the CPU when
+    train.allow_cpu_fallback is true."""
     want = train_cfg.device
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import torch
 
 from .config import Config, ConfigError
 from .datasets import load_splits
-from .distributed import broadcast_parameters, pick_device, setup_distributed, teardown
 from .models import build_model
 from .pipelines import build_pipeline
 from .pipelines.sampler import ScheduleSampler
-from .runlog import RunLog, environment
 from .schedule import read_schedule
-from .search import check_run_folder
+from .session import place_model, start_run
 from .trainer import Trainer
 
 
@@ -37,44 +34,34 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
         model=dataclasses.replace(cfg.model, strategy="none"),
         train=dataclasses.replace(cfg.train, t_val=0),
     )
-    dist = setup_distributed()
-    log = RunLog(cfg.run.out_dir, is_main=dist.is_main, progress=cfg.run.progress)
-    try:
-        device = pick_device(cfg.train, dist, log.info)
-        check_run_folder(log.dir, cfg.run.resume)
-        log.write_run_info({**cfg.to_dict(), "evaluate": {"schedule": schedule, "augment": augment}}, environment(device))
-        torch.manual_seed(cfg.train.seed)
-
+    with start_run(cfg, {"evaluate": {"schedule": schedule, "augment": augment}}) as run:
         splits = load_splits(cfg.data)
         sampler = None
         if schedule is not None:
             probs, mags = read_schedule(schedule)
             sampler = ScheduleSampler((probs, mags), cfg.train.epochs)
-        pipeline = build_pipeline(cfg.data, splits, sampler, device, shard=(dist.rank, dist.world),
+        pipeline = build_pipeline(cfg.data, splits, sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
-        model = build_model(cfg.model.name, splits.num_classes, "none").to(device)
-        channels_last = device.type == "cuda" and cfg.model.channels_last
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        broadcast_parameters(model, dist)
+        model, channels_last = place_model(build_model(cfg.model.name, splits.num_classes, "none"), run,
+                                           cfg.model.channels_last)
         what = f"schedule {schedule}" if schedule else f"{augment} augmentation"
-        log.info(f"train: {cfg.model.name} on {cfg.data.dataset} with {what}, {type(pipeline).__name__} on {device}")
+        run.log.info(f"train: {cfg.model.name} on {cfg.data.dataset} with {what}, {type(pipeline).__name__} "
+                     f"on {run.device}")
 
-        trainer = Trainer(model, pipeline, None, cfg.optim, cfg.train, device, log, world=dist.world,
+        trainer = Trainer(model, pipeline, None, cfg.optim, cfg.train, run.device, run.log, world=run.dist.world,
                           stateful={"sampler": sampler} if sampler is not None else None,
                           channels_last=channels_last)
         if cfg.run.resume:
-            trainer.resume(log.dir / "checkpoint.pt")
+            trainer.resume(run.log.dir / "checkpoint.pt")
         trainer.fit()
         test = trainer.evaluate("test")
         result = {"model": cfg.model.name, "dataset": cfg.data.dataset, "augmentation": what,
                   "epochs": cfg.train.epochs, **{f"test_{k}": v for k, v in test.items()}}
-        if dist.is_main:
+        if run.dist.is_main:
+            out = run.log.dir
             torch.save({"model": cfg.model.name, "num_classes": splits.num_classes, "state_dict": model.state_dict()},
-                       log.dir / "model.pt")
-            (Path(log.dir) / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-            log.metrics({"kind": "final", **result})
-            log.info(f"test error {result.get('test_error', float('nan')):.4f} ({what}); results in {log.dir}")
+                       out / "model.pt")
+            (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+            run.log.metrics({"kind": "final", **result})
+            run.log.info(f"test error {result.get('test_error', float('nan')):.4f} ({what}); results in {out}")
         return result
-    finally:
-        teardown(dist)

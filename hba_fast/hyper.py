@@ -43,9 +43,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from hba_fast.kernels import hyper_batch_norm, hyper_conv2d, hyper_linear

@@ -340,7 +340,8 @@ OP_INDEX: dict[str, int] = {op.name: k for k, op in enumerate(OPS)}
 def check_images(images: object) -> torch.Tensor:
     """Raise a clear error unless `images` is a uint8 tensor (B, 3, H, W) with H, W >= 1."""
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor of dtype uint8, shape (B, 3, H, W); got {type(images).__name__}")
+        raise TypeError(f"images must be a torch.Tensor of dtype uint8, shape (B, 3, H, W); "
+                        f"got {type(images).__name__}")
     if images.dtype != torch.uint8:
         raise TypeError(f"images must be uint8 (B, 3, H, W), got dtype {images.dtype}; convert with .to(torch.uint8)")
     if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] < 1 or images.shape[3] < 1:

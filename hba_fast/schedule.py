@@ -46,7 +46,8 @@ def read_schedule(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ScheduleError(f"{path} is not valid JSON ({e}); give a schedule.json written by `hba-fast search`")
+        raise ScheduleError(f"{path} is not valid JSON ({e}); give a schedule.json written by `hba-fast search`") \
+            from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not doc.get("epochs"):
         raise ScheduleError(f"{path} is not an hba-fast schedule (expected format {FORMAT!r} with epochs)")
     probs = np.array([[s["prob"] for s in e["slots"]] for e in doc["epochs"]], dtype=np.float32)

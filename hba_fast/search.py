@@ -13,68 +13,43 @@ from torch import nn
 
 from .config import Config
 from .datasets import load_splits
-from .distributed import broadcast_parameters, pick_device, setup_distributed, teardown
 from .models import build_model, materialize
 from .pipelines import build_pipeline
 from .pipelines.sampler import SearchSampler
 from .policy import SearchSpace
-from .runlog import RunLog, environment
 from .schedule import plot_schedule, write_schedule
+from .session import place_model, start_run
 from .trainer import Trainer
 
 
-class RunFolderError(RuntimeError):
-    """The run folder holds an earlier run that this one would overwrite."""
-
-
 def search(cfg: Config) -> Path:
-    dist = setup_distributed()
-    log = RunLog(cfg.run.out_dir, is_main=dist.is_main, progress=cfg.run.progress)
-    try:
-        device = pick_device(cfg.train, dist, log.info)
-        check_run_folder(log.dir, cfg.run.resume)
-        env = environment(device)
-        log.write_run_info(cfg.to_dict(), env)
-        torch.manual_seed(cfg.train.seed)
-
+    with start_run(cfg) as run:
         splits = load_splits(cfg.data)
         space = SearchSpace()
-        lam = nn.Parameter(space.init_lam().to(device))  # (54,) the augmentation hyperparameters, unbounded
-        sampler = SearchSampler(lam, cfg.policy.sigma, space,
-                                generator=torch.Generator(device).manual_seed(cfg.train.seed * 1000 + dist.rank))
-        pipeline = build_pipeline(cfg.data, splits, sampler, device, shard=(dist.rank, dist.world),
+        lam = nn.Parameter(space.init_lam().to(run.device))  # (54,) the augmentation hyperparameters, unbounded
+        sampler = SearchSampler(lam, cfg.policy.sigma, space, generator=torch.Generator(run.device).manual_seed(
+            cfg.train.seed * 1000 + run.dist.rank))
+        pipeline = build_pipeline(cfg.data, splits, sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
-        model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy).to(device)
-        channels_last = device.type == "cuda" and cfg.model.channels_last
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        broadcast_parameters(model, dist)
-        log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} val), "
-                 f"{cfg.model.name} [{cfg.model.strategy}], {type(pipeline).__name__} on {device}")
+        model, channels_last = place_model(build_model(cfg.model.name, splits.num_classes, cfg.model.strategy),
+                                           run, cfg.model.channels_last)
+        run.log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} "
+                     f"val), {cfg.model.name} [{cfg.model.strategy}], {type(pipeline).__name__} on {run.device}")
 
-        trainer = Trainer(model, pipeline, lam, cfg.optim, cfg.train, device, log, space=space, world=dist.world,
-                          stateful={"sampler": sampler}, channels_last=channels_last)
+        trainer = Trainer(model, pipeline, lam, cfg.optim, cfg.train, run.device, run.log, space=space,
+                          world=run.dist.world, stateful={"sampler": sampler}, channels_last=channels_last)
         if cfg.run.resume:
-            trainer.resume(log.dir / "checkpoint.pt")
+            trainer.resume(run.log.dir / "checkpoint.pt")
         trainer.fit()
 
         test = trainer.evaluate("test")
-        if dist.is_main:
-            write_schedule(log.dir / "schedule.json", trainer.schedule, cfg.to_dict(), env)
-            plot_schedule(log.dir / "schedule.png", trainer.schedule)
-            final = materialize(model, lam.detach())
+        if run.dist.is_main:
+            out = run.log.dir
+            write_schedule(out / "schedule.json", trainer.schedule, cfg.to_dict(), run.env)
+            plot_schedule(out / "schedule.png", trainer.schedule)
             torch.save({"model": cfg.model.name, "num_classes": splits.num_classes, "lam": lam.detach().cpu(),
-                        "state_dict": final.state_dict()}, log.dir / "model.pt")
-            log.metrics({"kind": "final", **{f"test_{k}": v for k, v in test.items()}})
-            log.info(f"done: test error of theta(lambda*) {test.get('error', float('nan')):.4f}; "
-                     f"schedule, plot and model in {log.dir}")
-        return log.dir
-    finally:
-        teardown(dist)
-
-
-def check_run_folder(out_dir: Path, resume: bool) -> None:
-    """Never overwrite an earlier run silently: resume it, or ask for another folder."""
-    if not resume and (out_dir / "checkpoint.pt").exists():
-        raise RunFolderError(f"{out_dir} already holds a run (checkpoint.pt); choose another folder with "
-                             f"--set run.out_dir=..., or resume it with run.resume=true")
+                        "state_dict": materialize(model, lam.detach()).state_dict()}, out / "model.pt")
+            run.log.metrics({"kind": "final", **{f"test_{k}": v for k, v in test.items()}})
+            run.log.info(f"done: test error of theta(lambda*) {test.get('error', float('nan')):.4f}; "
+                         f"schedule, plot and model in {out}")
+        return run.log.dir

@@ -3,7 +3,8 @@
 One round = `t_train` weight steps, then `t_val` hyper steps:
 
     weight step (eq. 13): batch of augmented images, each with its own lambda_i = lambda + eps_i (drawn by the
-        pipeline's sampler, which also augmented the image with it); phi <- SGD(phi, grad_phi CE(F(x_i; theta(lambda_i)))).
+        pipeline's sampler, which also augmented the image with it);
+        phi <- SGD(phi, grad_phi CE(F(x_i; theta(lambda_i)))).
     hyper step  (eq. 11): clean validation batch through theta(lambda) with ONE shared lambda;
         lambda <- Adam(lambda, grad_lambda CE). Only lambda's gradient is computed (torch.autograd.grad).
         Batch norm uses batch statistics, as in the weight steps, but leaves the running statistics alone
@@ -280,6 +281,6 @@ class Trainer:
         state = load_checkpoint(path, map_location=self.device)
         if state is None:
             return False
-        self.load_state_dict(state["trainer"] if "trainer" in state else state)
+        self.load_state_dict(state)
         self.log.info(f"resumed from {path} at epoch {self.epoch} (step {self.step})")
         return True

@@ -45,7 +45,8 @@ def pil_op(img: np.ndarray, name: str, m: float) -> np.ndarray:
     elif name == "Rotate":
         out = im.rotate(m, fillcolor=(128, 128, 128))
     elif name in ("AutoContrast", "Invert", "Equalize"):
-        out = {"AutoContrast": ImageOps.autocontrast, "Invert": ImageOps.invert, "Equalize": ImageOps.equalize}[name](im)
+        no_mag = {"AutoContrast": ImageOps.autocontrast, "Invert": ImageOps.invert, "Equalize": ImageOps.equalize}
+        out = no_mag[name](im)
     elif name == "Solarize":
         out = im.point(lambda v: 255 - v if v >= 256 - m else v)
     elif name == "Posterize":  # ImageOps.posterize(im, 8 - round(m)); Pillow refuses 0 bits, which is black

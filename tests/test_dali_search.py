@@ -6,9 +6,9 @@ import torch
 
 pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e .[dali])")
 
-from hba_fast.config import load_config  # noqa: E402
-from hba_fast.policy import SearchSpace  # noqa: E402
-from hba_fast.search import search  # noqa: E402
+from hba_fast.config import load_config
+from hba_fast.policy import SearchSpace
+from hba_fast.search import search
 
 
 def test_search_step_fed_by_dali(tmp_path):

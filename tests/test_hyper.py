@@ -2,8 +2,8 @@
 materialised theta(lam_i) = phi0 + diag(phiV lam_i) phiU, written out here from the paper's formula."""
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from hba_fast.hyper import HyperBatchNorm2d, HyperConv2d, HyperLinear, apply_layer, check_lam, set_hyper_impl
 

@@ -2,7 +2,7 @@
 lam threading and gradients, materialize == the hyper model for a shared lam, channels_last, errors."""
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from hba_fast.hyper import HyperBatchNorm2d, HyperConv2d, HyperLinear, HyperModule, set_hyper_impl
 from hba_fast.models import MODELS, STRATEGIES, build_model, hyper_layer_names, materialize

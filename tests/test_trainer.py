@@ -1,7 +1,6 @@
 """Trainer units: the weight step moves phi only, the hyper step moves lambda only (and leaves BN running
 statistics alone), the learning-rate schedule, state round trips."""
 import math
-import types
 
 import pytest
 import torch

@@ -471,7 +471,8 @@ def _check_inputs(x, gamma, beta, running_mean, running_var, training, momentum,
             raise ValueError(f"hyper_batch_norm: {name} must be a floating (B, C) = ({B}, {C}) tensor (one affine "
                              f"per sample; expand a shared (C,) one with .expand({B}, -1)), got {_desc(t)}")
         if t.device != x.device:
-            raise ValueError(f"hyper_batch_norm: {name} is on {t.device} but x is on {x.device}; move both to one device")
+            raise ValueError(f"hyper_batch_norm: {name} is on {t.device} but x is on {x.device}; "
+                             f"move both to one device")
     if (running_mean is None) != (running_var is None):
         raise ValueError("hyper_batch_norm: pass both running_mean and running_var, or neither")
     if running_mean is not None:

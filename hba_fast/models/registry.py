@@ -16,8 +16,7 @@ import difflib
 from collections.abc import Callable
 
 import torch
-import torch.nn as nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from hba_fast.hyper import HyperModule
 from hba_fast.models.resnet import resnet_50

@@ -16,9 +16,8 @@ stem conv, `first_bn` the stem BN. lam (B, lam_dim) or (lam_dim,) is threaded th
 """
 from __future__ import annotations
 
-import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from hba_fast.hyper import apply_layer
 from hba_fast.models.strategy import LayerFactory, init_weights_, model_lam

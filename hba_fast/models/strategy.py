@@ -18,8 +18,7 @@ applied to phi0 and, as an independent draw from the same distribution, to phiU 
 """
 from __future__ import annotations
 
-import torch.nn as nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from hba_fast.hyper import HyperBatchNorm2d, HyperConv2d, HyperLinear, check_lam
 

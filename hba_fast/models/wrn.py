@@ -15,9 +15,8 @@ Which layers are hyper-layers depends on the strategy (hba_fast/models/strategy.
 """
 from __future__ import annotations
 
-import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from hba_fast.hyper import apply_layer
 from hba_fast.models.strategy import LayerFactory, init_weights_, model_lam

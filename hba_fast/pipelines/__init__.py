@@ -31,5 +31,12 @@ def dali_apply_op(images: torch.Tensor, name: str, magnitude: torch.Tensor, devi
     return _dali_apply_op(images, name, magnitude, device=device)
 
 
-__all__ = ["Batch", "PolicySample", "BackendError", "build_pipeline", "dali_apply_op", "dali_available",
-           "resolve_backend"]
+__all__ = [
+    "BackendError",
+    "Batch",
+    "PolicySample",
+    "build_pipeline",
+    "dali_apply_op",
+    "dali_available",
+    "resolve_backend",
+]

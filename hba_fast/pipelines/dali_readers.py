@@ -72,7 +72,8 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> np.ndar
 class ArrayFeeder:
     """Batch callback for `fn.external_source(num_outputs=...)` over in-memory images.
 
-    `__call__` returns [images (list of HWC uint8), labels (list of int64 scalars)]. With `batches=None` it cycles forever (reshuffling each pass); otherwise it raises StopIteration after them.
+    `__call__` returns [images (list of HWC uint8), labels (list of int64 scalars)]. With `batches=None` it
+    cycles forever (reshuffling each pass); otherwise it raises StopIteration after them.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, order_fn, batch_size: int,
