@@ -154,7 +154,7 @@ def _pil_policy(im, rng: np.random.Generator):
     from hba_fast.pipelines.dali_readers import draw_policy
 
     probs, mags = (t.numpy()[None] for t in policy_tensors())
-    draw = draw_policy(probs, mags, rng)
+    draw = draw_policy(probs, mags, int(rng.integers(2**62)))
     for pos in range(2):
         if draw["ops"][0, pos] >= 0:
             im = _pil_op(im, OPS[draw["ops"][0, pos]].name, float(draw["mags"][0, pos]))
@@ -243,14 +243,13 @@ def dali_policy_pipe(images_hwc: np.ndarray, batch: int, dali_dev: str, threads:
     from hba_fast.pipelines.dali_ops import affine_matrices, apply_op_by_index
     from hba_fast.pipelines.dali_readers import draw_policy
 
-    rng = np.random.default_rng(0)
     probs, mags = (t.numpy()[None].repeat(batch, 0) for t in policy_tensors())
     n = len(images_hwc) // batch
     batches = [list(images_hwc[i * batch:(i + 1) * batch]) for i in range(n)]
     state = {"i": 0}
 
     def source():
-        draw = draw_policy(probs, mags, rng)
+        draw = draw_policy(probs, mags, (0, state["i"]))
         b = batches[state["i"] % n]
         state["i"] += 1
         mats = affine_matrices(draw["ops"], draw["mags"], *images_hwc.shape[1:3])

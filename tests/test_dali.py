@@ -156,10 +156,11 @@ def pba_draw_ref(probs, mags, rng: random.Random):
 
 
 def test_draw_policy_statistics():
+    """The draw the DALI pipeline feeds itself, against a plain-Python transcription of PBA's loop."""
     n = 20000
     probs = np.linspace(0.05, 0.95, 30).astype(np.float32)
     mags = np.linspace(0.1, 3.0, 30).astype(np.float32)
-    draw = draw_policy(np.tile(probs, (n, 1)), np.tile(mags, (n, 1)), np.random.default_rng(0))
+    draw = draw_policy(np.tile(probs, (n, 1)), np.tile(mags, (n, 1)), 0)
     rng = random.Random(0)
     ref = [pba_draw_ref(probs, mags, rng) for _ in range(n)]
     ref_counts = np.bincount([len(r) for r, _ in ref], minlength=3) / n
@@ -173,19 +174,12 @@ def test_draw_policy_statistics():
     valid = draw["slots"] >= 0
     assert np.array_equal(draw["ops"][valid], draw["slots"][valid] % 15)
     assert (draw["ops"][~valid] == -1).all() and not valid[:, 1][~valid[:, 0]].any()  # filled in order
-    np.testing.assert_allclose(np.abs(draw["mags"][valid]), mags[draw["slots"][valid]], rtol=1e-6)
+    with_mag = valid & np.isin(draw["ops"], [k for k, op in enumerate(OPS) if op.has_magnitude])
+    np.testing.assert_allclose(np.abs(draw["mags"][with_mag]), mags[draw["slots"][with_mag]], rtol=1e-6)
+    assert (draw["mags"][valid & ~with_mag] == 0).all()  # AutoContrast, Invert, Equalize carry no magnitude
     signed = valid & (draw["ops"] < 5)
     assert abs((draw["mags"][signed] < 0).mean() - 0.5) < 0.02
-    assert (draw["mags"][valid & (draw["ops"] >= 5)] > 0).all()
-    # the torch path's sampler (hba_fast.policy) draws from the same distribution
-    from hba_fast.policy import sample_policy
-
-    torch_draw = sample_policy(torch.from_numpy(probs), torch.from_numpy(mags), torch.Generator().manual_seed(0),
-                               batch_size=n)
-    torch_slots = torch_draw.slots.numpy()
-    torch_rate = np.array([(torch_slots == j).any(1).mean() for j in range(30)])
-    assert np.abs(torch_rate - rate).max() < 0.025
-    assert np.abs(np.bincount((torch_slots >= 0).sum(1), minlength=3) / n - counts).max() < 0.02
+    assert (draw["mags"][with_mag & (draw["ops"] >= 5)] > 0).all()
 
 
 # ---------------------------------------------------------------- DaliPipeline
@@ -239,7 +233,7 @@ def test_pipeline_applies_the_draw_it_reports(splits):
     order = epoch_order(256, 0, 3, rank=1, world=2)
     np.testing.assert_array_equal(labels, order[:32])
     probs, pol_mags = (t.numpy() for t in sampler.sample(32, 3, "cpu")[:2])
-    want = draw_policy(probs, pol_mags, np.random.default_rng((0, 1, 3, 0)))  # seeded (seed, rank, epoch, step)
+    want = draw_policy(probs, pol_mags, (0, 1, 3, 0))  # seeded (seed, rank, epoch, step)
     np.testing.assert_array_equal(ops, want["ops"])  # the DALI path's draw is draw_policy's, tested above
     np.testing.assert_array_equal(mags, want["mags"])
     raw = splits.train.images[torch.from_numpy(labels)]

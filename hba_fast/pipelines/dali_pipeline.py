@@ -153,7 +153,7 @@ class DaliPipeline:
         else:
             sample = self.sampler.sample(batch, epoch, torch.device("cpu"))
             probs, mags = sample.probs.float().cpu().numpy(), sample.mags.float().cpu().numpy()
-            draw = draw_policy(probs, mags, np.random.default_rng(seed))
+            draw = draw_policy(probs, mags, seed)
             lam = (sample.lam.float().cpu().numpy() if sample.lam is not None
                    else np.zeros((batch, LAM_DIM), np.float32))
         matrices = affine_matrices(draw["ops"], draw["mags"], *self.policy_hw)  # (B, 2, 2, 3)

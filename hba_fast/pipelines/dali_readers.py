@@ -5,10 +5,9 @@
   evaluation pass (the last batch may be short).
 - `FileFeeder`: the same for JPEG files (encoded bytes, decoded in the pipeline), used for clean passes, which
   must see every file exactly once; augmented training on files goes through `fn.readers.file`.
-- `draw_policy`: PBA's per-image sampling (SPEC section 3) from per-sample probs/mags (B, 30), on the host:
-  K ~ {0: .2, 1: .3, 2: .5}, a fresh slot order per image, each slot tried with its probability until K ops
-  were taken, the sign of a signed op's magnitude flipped with probability 1/2. Static shapes: ops (B, 2)
-  int32 (op index or -1), mags (B, 2) float32 signed, slots (B, 2) int32, k (B,).
+- `draw_policy`: PBA's per-image sampling (SPEC section 3; `hba_fast.policy.sample_policy`) from per-sample
+  probs/mags (B, 30), on the host, as numpy: ops (B, 2) int32 (op index or -1), mags (B, 2) float32 signed,
+  slots (B, 2) int32, k (B,).
 - `scan_jpegs`: corrupted files are found before DALI sees them (a decoder error inside DALI stops the whole
   pipeline and cannot be skipped per sample): a file must start with the JPEG SOI marker (FF D8), end with EOI
   (FF D9, trailing zero padding allowed) and parse as an image header in Pillow. `on_corrupt="skip"` drops and
@@ -22,36 +21,22 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-NUM_SLOTS = 30
-NUM_OPS = 15
-SIGNED_OPS = (0, 1, 2, 3, 4)  # ShearX, ShearY, TranslateX, TranslateY, Rotate
-K_PROBS = (0.2, 0.3, 0.5)
 
 
 class CorruptImageError(RuntimeError):
     """A JPEG of the dataset cannot be decoded (data.on_corrupt = "error")."""
 
 
-def draw_policy(probs: np.ndarray, mags: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """PBA's draw for a batch: probs, mags (B, 30) -> {ops, mags, slots (B, 2), k (B,)} (see module docstring)."""
-    b = probs.shape[0]
-    assert probs.shape == (b, NUM_SLOTS) and mags.shape == (b, NUM_SLOTS)
-    k = rng.choice(3, size=b, p=K_PROBS)  # (B,)
-    order = np.argsort(rng.random((b, NUM_SLOTS)), axis=1)  # (B, 30) fresh slot order per image
-    hit = rng.random((b, NUM_SLOTS)) < np.take_along_axis(probs, order, axis=1)  # (B, 30) in walk order
-    rank = np.cumsum(hit, axis=1)  # how many ops were taken up to and including this position
-    slots = np.full((b, 2), -1, dtype=np.int32)
-    for pos in range(2):
-        taken = hit & (rank == pos + 1) & (k[:, None] > pos)  # at most one True per row
-        first = taken.argmax(axis=1)
-        slots[:, pos] = np.where(taken.any(axis=1), np.take_along_axis(order, first[:, None], axis=1)[:, 0], -1)
-    valid = slots >= 0
-    safe = np.where(valid, slots, 0)
-    ops = np.where(valid, safe % NUM_OPS, -1).astype(np.int32)
-    sign = np.where(rng.random((b, 2)) < 0.5, -1.0, 1.0)
-    sign = np.where(np.isin(ops, SIGNED_OPS), sign, 1.0)
-    signed = np.where(valid, np.take_along_axis(mags, safe, axis=1) * sign, 0.0).astype(np.float32)
-    return {"ops": ops, "mags": signed, "slots": slots, "k": k.astype(np.int32)}
+def draw_policy(probs: np.ndarray, mags: np.ndarray, seed: int | Sequence[int]) -> dict[str, np.ndarray]:
+    """PBA's draw for a batch, as numpy arrays for `external_source`: probs, mags (B, 30) ->
+    {ops, mags, slots (B, 2), k (B,)}. The one implementation of the sampling is `hba_fast.policy.sample_policy`;
+    this runs it on the CPU with a generator seeded by `seed` (an int or a tuple such as (seed, rank, epoch, step))."""
+    from ..policy import sample_policy
+
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] % 2**63))
+    d = sample_policy(torch.from_numpy(probs), torch.from_numpy(mags), generator=g)
+    return {"ops": d.ops.numpy().astype(np.int32), "mags": d.mags.numpy().astype(np.float32),
+            "slots": d.slots.numpy().astype(np.int32), "k": d.k.numpy().astype(np.int32)}
 
 
 def identity_draw(batch: int) -> dict[str, np.ndarray]:
