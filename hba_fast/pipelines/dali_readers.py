@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 
-
 class CorruptImageError(RuntimeError):
     """A JPEG of the dataset cannot be decoded (data.on_corrupt = "error")."""
 

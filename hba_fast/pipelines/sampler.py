@@ -19,9 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from ..policy import NUM_SLOTS
 from .base import PolicySample
-
-NUM_SLOTS = 30
 
 
 class SearchSampler:
