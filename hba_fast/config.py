@@ -63,6 +63,8 @@ class ModelConfig:
     strategy: str = field(default="first_bn", metadata=_range(
         choices=("conv+bn", "conv", "bn", "first_conv", "first_bn", "none")))
     channels_last: bool = True  # memory format on CUDA
+    kernels: str = field(default="auto", metadata=_range(choices=("auto", "triton", "torch")))  # hyper-layer impl:
+    # auto = fused Triton kernels on CUDA tensors, torch elsewhere; torch = cuDNN/ATen everywhere
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from torch import nn
 
 from .config import Config
 from .datasets import load_splits
+from .hyper import set_hyper_impl
 from .models import build_model, materialize
 from .pipelines import build_pipeline
 from .pipelines.sampler import SearchSampler
@@ -31,10 +32,12 @@ def search(cfg: Config) -> Path:
             cfg.train.seed * 1000 + run.dist.rank))
         pipeline = build_pipeline(cfg.data, splits, sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
-        model, channels_last = place_model(build_model(cfg.model.name, splits.num_classes, cfg.model.strategy),
-                                           run, cfg.model.channels_last)
-        run.log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} "
-                     f"val), {cfg.model.name} [{cfg.model.strategy}], {type(pipeline).__name__} on {run.device}")
+        model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy)
+        set_hyper_impl(model, cfg.model.kernels)
+        model, channels_last = place_model(model, run, cfg.model.channels_last)
+        run.log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} val), "
+                     f"{cfg.model.name} [{cfg.model.strategy}], kernels {cfg.model.kernels}, "
+                     f"{type(pipeline).__name__} on {run.device}")
 
         trainer = Trainer(model, pipeline, lam, cfg.optim, cfg.train, run.device, run.log, space=space,
                           world=run.dist.world, stateful={"sampler": sampler}, channels_last=channels_last)

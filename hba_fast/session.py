@@ -8,6 +8,7 @@ earlier run unless it resumes it), picks the device, records config and environm
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .distributed import Dist, broadcast_parameters, pick_device, setup_distributed, teardown
+from .distributed import DeviceError, Dist, broadcast_parameters, pick_device, setup_distributed, teardown
 from .runlog import RunLog, environment
 
 
@@ -38,12 +39,20 @@ def check_run_folder(out_dir: Path, resume: bool) -> None:
                              f"--set run.out_dir=..., or resume it with run.resume=true")
 
 
+def check_gpu_options(cfg, device: torch.device) -> None:
+    """GPU-only options on a run without a GPU are an error that says so (SPEC section 8)."""
+    if cfg.model.kernels == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise DeviceError("model.kernels=triton needs a CUDA GPU (or TRITON_INTERPRET=1, which is slow); "
+                          "set model.kernels=auto to use the fused kernels where a GPU is present")
+
+
 @contextlib.contextmanager
 def start_run(cfg, extra_info: dict | None = None) -> Iterator[Run]:
     dist = setup_distributed()
     log = RunLog(cfg.run.out_dir, is_main=dist.is_main, progress=cfg.run.progress)
     try:
         device = pick_device(cfg.train, dist, log.info)
+        check_gpu_options(cfg, device)
         check_run_folder(log.dir, cfg.run.resume)
         env = environment(device)
         log.write_run_info({**cfg.to_dict(), **(extra_info or {})}, env)

@@ -118,8 +118,11 @@ def test_train_with_schedule_and_baselines(tmp_path):
     (["search", "--set", "train.epoch=3"], "did you mean 'epochs'"),
     (["search", "--set", "data.dataset=cifar10", "--set", "data.path=/no/such/dir"], "/no/such/dir"),
     (["train", "CONFIG", "--schedule", "/no/such/schedule.json"], "schedule file"),
+    pytest.param(["search", "--set", "model.kernels=triton"], "needs a CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the option is valid")),
 ])
-def test_cli_errors_are_clear(argv, message, capsys, tmp_path):
+def test_cli_errors_are_clear(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # as a user's shell has it
     argv = [str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml") if a == "CONFIG" else a for a in argv]
     code = main(argv + ["--set", f"run.out_dir={tmp_path}"])
     assert code == 2
