@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from .distributed import DeviceError, Dist, broadcast_parameters, pick_device, setup_distributed, teardown
@@ -32,11 +33,27 @@ class Run:
     env: dict  # versions, device, git sha
 
 
-def check_run_folder(out_dir: Path, resume: bool) -> None:
-    """Never overwrite an earlier run silently: resume it, or ask for another folder."""
-    if not resume and (out_dir / "checkpoint.pt").exists():
+def check_run_folder(out_dir: Path, config: dict, resume: bool) -> None:
+    """Never overwrite an earlier run silently: resume it with the same settings, or ask for another folder.
+
+    A resumed run may change only `run.*` and `train.epochs` (to extend it); anything else would continue a run
+    with settings other than the ones its checkpoint was made with."""
+    if not (out_dir / "checkpoint.pt").exists():
+        return
+    if not resume:
         raise RunFolderError(f"{out_dir} already holds a run (checkpoint.pt); choose another folder with "
                              f"--set run.out_dir=..., or resume it with run.resume=true")
+    saved_file = out_dir / "config.yaml"
+    if not saved_file.exists():
+        return
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    changed = [f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
+               for section, fields in config.items() if section != "run"
+               for key, value in fields.items()
+               if (section, key) != ("train", "epochs") and saved.get(section, {}).get(key, value) != value]
+    if changed:
+        raise RunFolderError(f"{out_dir} holds a run made with other settings ({'; '.join(changed)}); resume it "
+                             f"with its own config ({saved_file}), or start a new run with --set run.out_dir=...")
 
 
 def check_gpu_options(cfg, device: torch.device) -> None:
@@ -53,9 +70,10 @@ def start_run(cfg, extra_info: dict | None = None) -> Iterator[Run]:
     try:
         device = pick_device(cfg.train, dist, log.info)
         check_gpu_options(cfg, device)
-        check_run_folder(log.dir, cfg.run.resume)
+        config = {**cfg.to_dict(), **(extra_info or {})}
+        check_run_folder(log.dir, config, cfg.run.resume)
         env = environment(device)
-        log.write_run_info({**cfg.to_dict(), **(extra_info or {})}, env)
+        log.write_run_info(config, env)
         torch.manual_seed(cfg.train.seed)
         yield Run(dist, log, device, env)
     finally:

@@ -127,3 +127,14 @@ def test_cli_errors_are_clear(argv, message, capsys, tmp_path, monkeypatch):
     code = main(argv + ["--set", f"run.out_dir={tmp_path}"])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_resume_refuses_other_settings_but_may_extend(tmp_path, capsys):
+    sets = TINY + [f"run.out_dir={tmp_path}", "train.epochs=1", "train.steps_per_epoch=2"]
+    argv = ["search"] + [x for item in sets for x in ("--set", item)]
+    assert main(argv) == 0
+    assert main(argv + ["--set", "optim.lr=0.2"]) == 2
+    assert "optim.lr: 0.05 -> 0.2" in capsys.readouterr().err
+    assert main(argv + ["--set", "train.epochs=2"]) == 0  # extending the same run is allowed
+    assert "resumed from" in (tmp_path / "log.txt").read_text()
+    assert len(json.loads((tmp_path / "schedule.json").read_text())["epochs"]) == 2
