@@ -6,7 +6,7 @@ hyper-conv, for every distinct conv shape of WRN-40-2 and WRN-28-10 (batch 128, 
     two_conv     hyper_conv2d_ref: conv(x, w0) + scale * conv(x, wu), two cuDNN convs (STN's way)
     cudnn_2cout  one cuDNN conv with 2*Cout outputs and no combine: the same FLOPs, the floor to beat
 hyper-BN, on the BN shapes of the same nets (every distinct conv output (C, H)), training mode:
-    fused        hba_fast.kernels.hyper_batch_norm (public function, impl="auto": Triton on CUDA)
+    fused        hba_fast.kernels.hyper_batch_norm (public function, impl="triton")
     native_bn    F.batch_norm with a shared affine (what a plain network pays)
 
 FLOPs of one hyper-conv forward = 2 convs = 4*B*Ho*Wo*Cout*Cin*kh*kw; forward + backward = 3x that.
@@ -152,7 +152,7 @@ def bn_cases(B, c, h, dtype, device, memory_format):
     g1, b1 = gamma[0].detach().clone().requires_grad_(True), beta[0].detach().clone().requires_grad_(True)
     rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
     dy = torch.randn_like(x)
-    fused = lambda: hyper_batch_norm(x, gamma, beta, rm, rv, True, 0.1, 1e-5)
+    fused = lambda: hyper_batch_norm(x, gamma, beta, rm, rv, True, 0.1, 1e-5, impl="triton")  # --smoke: interpreter
     native = lambda: F.batch_norm(x, rm, rv, g1, b1, True, 0.1, 1e-5)
 
     def fwd(fn):

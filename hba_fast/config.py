@@ -179,8 +179,7 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-_OWNER = {f.name: f.type for f in dataclasses.fields(Config)}
-_OWNER = {name: typing.get_type_hints(Config)[name] for name in _OWNER}
+_OWNER = typing.get_type_hints(Config)  # section name -> its dataclass
 
 
 def from_dict(raw: dict | None) -> Config:
@@ -209,7 +208,10 @@ def from_dict(raw: dict | None) -> Config:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `section.field=value` overrides (value parsed as YAML) to a raw config dict."""
-    raw = {k: dict(v or {}) for k, v in (raw or {}).items()}
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    raw = {k: {} if v is None else dict(v) if isinstance(v, dict) else v for k, v in raw.items()}  # from_dict checks
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"--set expects section.field=value, got {item!r} (e.g. --set train.epochs=3)")
@@ -219,7 +221,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(text) if text != "" else None
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from None
-        raw.setdefault(section, {})[name] = value
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise ConfigError(f"config section {section!r} must be a mapping of fields, got {raw[section]!r}")
+        raw[section][name] = value
     return raw
 
 

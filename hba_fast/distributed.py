@@ -1,7 +1,8 @@
 """Process group and device set-up, for one process or several started by torchrun.
 
-torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we then join a process group (NCCL on GPUs, gloo on the CPU,
-so several processes can be tested on a machine without a GPU), each rank reads its own shard of the data,
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we then join a process group (NCCL for CUDA tensors, gloo for CPU
+tensors, so several processes run with train.device=cpu too, also on a machine without a GPU), each rank reads
+its own shard of the data,
 and the trainer averages gradients across ranks. One process needs none of this.
 """
 from __future__ import annotations
@@ -33,8 +34,9 @@ def setup_distributed() -> Dist:
         return Dist()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
+        # The device is picked later (train.device may be cpu on a GPU machine): a backend for each device type.
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         torch.distributed.init_process_group(backend=backend)
     return Dist(rank, world, local_rank)

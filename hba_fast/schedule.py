@@ -50,10 +50,16 @@ def read_schedule(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not doc.get("epochs"):
         raise ScheduleError(f"{path} is not an hba-fast schedule (expected format {FORMAT!r} with epochs)")
-    probs = np.array([[s["prob"] for s in e["slots"]] for e in doc["epochs"]], dtype=np.float32)
-    mags = np.array([[s["magnitude"] or 0.0 for s in e["slots"]] for e in doc["epochs"]], dtype=np.float32)
+    try:
+        probs = np.array([[s["prob"] for s in e["slots"]] for e in doc["epochs"]], dtype=np.float32)
+        mags = np.array([[s["magnitude"] or 0.0 for s in e["slots"]] for e in doc["epochs"]], dtype=np.float32)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ScheduleError(f"{path}: malformed epoch entries ({type(e).__name__}: {e}); every epoch needs "
+                            f"'slots', each with 'prob' and 'magnitude'") from None
     if probs.shape[1] != 2 * len(OPS):
         raise ScheduleError(f"{path}: each epoch needs {2 * len(OPS)} slots, found {probs.shape[1]}")
+    if not ((probs >= 0) & (probs <= 1)).all() or not np.isfinite(mags).all():
+        raise ScheduleError(f"{path}: probabilities must lie in [0, 1] and magnitudes be finite numbers")
     return probs, mags
 
 

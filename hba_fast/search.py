@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, ConfigError
 from .datasets import load_splits
 from .hyper import set_hyper_impl
 from .models import build_model, materialize
@@ -24,6 +24,10 @@ from .trainer import Trainer
 
 
 def search(cfg: Config) -> Path:
+    if cfg.model.strategy == "none" or cfg.train.t_val == 0:
+        raise ConfigError(f"a search needs hyper-layers and hyper steps, got model.strategy={cfg.model.strategy!r}, "
+                          f"train.t_val={cfg.train.t_val}; set model.strategy=first_bn (or another) and train.t_val>=1 "
+                          f"(to train a plain model use `hba-fast train`)")
     with start_run(cfg) as run:
         splits = load_splits(cfg.data)
         space = SearchSpace()

@@ -14,8 +14,13 @@ With `t_val = 0` (or a model without hyper-layers and a pipeline without lambda)
 used by `hba-fast train` for the paper's evaluation protocol.
 
 No host syncs inside a step: losses are accumulated on the device and read every `log_every` steps, where a
-non-finite loss is also detected (the first bad step is tracked on the device). Every stateful part has
-`state_dict()` / `load_state_dict()`; checkpoints are written atomically (see `checkpoint.py`).
+non-finite loss is also detected (the first bad step is tracked on the device, and agreed on by every rank). Every
+stateful part has `state_dict()` / `load_state_dict()`; checkpoints are written atomically (see `checkpoint.py`).
+
+Several processes (torchrun): gradients of phi and lambda are averaged across ranks after each backward, so phi
+and lambda stay identical everywhere; batch-norm running statistics are averaged at the end of each epoch. Each
+rank's own randomness and data position (pipeline, sampler, RNG) are gathered into the checkpoint, which rank 0
+alone writes, and every rank resumes from its own entry.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .runlog import RunLog
 
 
@@ -123,8 +128,7 @@ class Trainer:
             group["lr"] = self.optim_cfg.lr * factor
 
     def _check_finite(self, loss: torch.Tensor) -> None:
-        bad = (~torch.isfinite(loss.detach())) & (self._first_bad < 0)
-        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, self.step), self._first_bad)
+        self._first_bad.masked_fill_((~torch.isfinite(loss.detach())) & (self._first_bad < 0), self.step)
 
     def weight_step(self, batch) -> None:
         """Eq. 13: one SGD step on phi with per-sample lambda_i (already used by the pipeline's augmentation)."""
@@ -191,8 +195,12 @@ class Trainer:
             self._end_epoch(seen / max(time.perf_counter() - t0, 1e-9))
 
     def _log_interval(self, images_per_s: float) -> None:
-        first_bad = int(self._first_bad.item())
-        if first_bad >= 0:
+        none = torch.iinfo(torch.long).max
+        first_bad = torch.where(self._first_bad < 0, none, self._first_bad)
+        if self.world > 1:  # a NaN on one rank stops every rank (else the others hang, or checkpoint NaN weights)
+            torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MIN)
+        first_bad = int(first_bad.item())
+        if first_bad != none:
             raise NonFiniteLossError(
                 f"the loss became NaN/Inf at step {first_bad} (epoch {self.epoch}); the run stopped and the last "
                 f"good checkpoint is kept. Lower optim.lr / optim.hyper_lr, or try train.amp=off")
@@ -203,9 +211,11 @@ class Trainer:
         self.log.metrics(row)
 
     def _end_epoch(self, images_per_s: float) -> None:
+        # Every rank evaluates, and rank 0 saves, the same model: running statistics averaged across ranks.
+        self._all_reduce([b for b in self.model.buffers() if b.is_floating_point()])
         row = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "images_per_s": round(images_per_s, 1)}
         if self._searching():
-            mean_lam = self._lam_sum / max(self._lam_count, 1) if self._lam_count else self.lam.detach()
+            mean_lam = self._lam_sum / self._lam_count if self._lam_count else self.lam.detach()
             probs, mags = self.space.decode(mean_lam.float().cpu())
             self.schedule.append({"epoch": self.epoch, "lam": mean_lam.cpu().tolist(),
                                   "probs": probs.tolist(), "mags": mags.tolist()})
@@ -232,31 +242,51 @@ class Trainer:
             wrong += (logits.argmax(1) != batch.labels).sum()
             total += batch.labels.shape[0]
         self.model.train()
-        if total == 0:
-            return {}
         stats = torch.stack([loss_sum, wrong.float(), torch.tensor(float(total), device=self.device)])
-        if self.world > 1:
+        if self.world > 1:  # every rank joins, also one whose share of the split is empty
             torch.distributed.all_reduce(stats)
         loss, err, n = stats.tolist()
+        if n == 0:
+            return {}
         if not math.isfinite(loss):
             raise NonFiniteLossError(f"the {split} loss is NaN/Inf after epoch {self.epoch}; the last good "
                                      f"checkpoint is kept. Lower optim.lr / optim.hyper_lr, or try train.amp=off")
         return {"loss": loss / n, "error": err / n}
 
     # ----------------------------------------------------------------------------------------- state
+    def _rank_state(self) -> dict:
+        """This process's own randomness and data position (they differ between ranks)."""
+        return {
+            "pipeline": self.pipeline.state_dict(),
+            "stateful": {name: part.state_dict() for name, part in self.stateful.items()},
+            "rng": {"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
+        }
+
     def state_dict(self) -> dict:
+        """The whole run; `ranks` holds every rank's `_rank_state` (a collective: with several processes, every
+        rank must call it)."""
+        ranks = [self._rank_state()]
+        if self.world > 1:
+            ranks = [None] * self.world
+            torch.distributed.all_gather_object(ranks, self._rank_state())
         return {
             "epoch": self.epoch, "step": self.step, "schedule": self.schedule,
             "model": self.model.state_dict(), "opt_phi": self.opt_phi.state_dict(),
             "lam": None if self.lam is None else self.lam.detach().clone(),
             "opt_lam": None if self.opt_lam is None else self.opt_lam.state_dict(),
-            "pipeline": self.pipeline.state_dict(),
-            "stateful": {name: part.state_dict() for name, part in self.stateful.items()},
-            "rng": {"cpu": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
+            "ranks": ranks,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        ranks = state.get("ranks")
+        if ranks is None:
+            raise CheckpointError("the checkpoint was written by an older hba-fast (no per-rank state); start the "
+                                  "run afresh in another folder (--set run.out_dir=...)")
+        if len(ranks) != self.world:  # shards, steps per epoch and the lr schedule would all change
+            raise CheckpointError(f"the checkpoint was written by {len(ranks)} process(es), this run has "
+                                  f"{self.world}; resume it with torchrun --nproc_per_node={len(ranks)}, or start "
+                                  f"afresh in another folder (--set run.out_dir=...)")
         self.epoch, self.step, self.schedule = state["epoch"], state["step"], list(state["schedule"])
         self.model.load_state_dict(state["model"])
         self.opt_phi.load_state_dict(state["opt_phi"])
@@ -265,20 +295,22 @@ class Trainer:
                 self.lam.copy_(state["lam"])
         if self.opt_lam is not None and state["opt_lam"] is not None:
             self.opt_lam.load_state_dict(state["opt_lam"])
-        self.pipeline.load_state_dict(state["pipeline"])
+        own = ranks[torch.distributed.get_rank() if self.world > 1 else 0]
+        self.pipeline.load_state_dict(own["pipeline"])
         for name, part in self.stateful.items():
-            part.load_state_dict(state["stateful"][name])
-        torch.set_rng_state(state["rng"]["cpu"])
-        if state["rng"]["cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            part.load_state_dict(own["stateful"][name])
+        torch.set_rng_state(own["rng"]["cpu"].cpu())  # RNG states must be CPU byte tensors
+        if own["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["rng"]["cuda"].cpu(), self.device)
 
     def save(self, path) -> None:
+        state = self.state_dict()  # on every rank: it gathers each rank's own state
         if self.log.is_main:
-            save_checkpoint(path, self.state_dict())
+            save_checkpoint(path, state)
 
     def resume(self, path) -> bool:
         """Load `path` when it exists; True when the run continues from it."""
-        state = load_checkpoint(path, map_location=self.device)
+        state = load_checkpoint(path, map_location="cpu")  # load_state_dict puts each part on its device
         if state is None:
             return False
         self.load_state_dict(state)

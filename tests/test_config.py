@@ -58,6 +58,16 @@ def test_overrides_parse_yaml():
         apply_overrides({}, ["epochs=3"])
 
 
+def test_malformed_files_are_config_errors(tmp_path):
+    for text, match in (("- a\n", "must be a mapping of sections"), ("data: 5\n", "section 'data' must be a mapping")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_config(path)
+        with pytest.raises(ConfigError, match=match):
+            load_config(path, ["data.path=x"])
+
+
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config("no/such.yaml")

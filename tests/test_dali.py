@@ -124,6 +124,16 @@ def test_cutout_is_a_clipped_square(batch):
         assert (side + 1) // 2 <= r1 - r0 <= side and (side + 1) // 2 <= c1 - c0 <= side
 
 
+def test_rounded_magnitudes_tie_to_even_as_torch():
+    """Posterize's round(m) and Cutout's round(m * side) are torch.round (ties to even) on both backends."""
+    x = torch.randint(0, 256, (6, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    m = torch.tensor([0.5, 1.5, 2.5, 3.5, 0.49999997, 7.5])  # ties, and the float32 just below 0.5
+    assert torch.equal(dali_apply_op(x, "Posterize", m), apply_op(x, "Posterize", m))
+    zeros = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)
+    filled = (dali_apply_op(zeros, "Cutout", torch.full((8,), 2.5 / 32)) != 0).any(1).flatten(1).sum(1)
+    assert filled.max() == 4  # side round(2.5) = 2 (a 3x3 square would fill 9 pixels inside the image)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", OP_NAMES)
 def test_gpu_ops_match_cpu(batch, name):
@@ -313,6 +323,29 @@ def test_resume_mid_epoch(splits):
     draws = [p._train_pipe.run() for p in (full, resumed)]  # the next step's draw, straight from the pipelines
     assert np.array_equal(draws[0][3].as_array(), draws[1][3].as_array())
     assert np.array_equal(draws[0][4].as_array(), draws[1][4].as_array())
+
+
+def test_stream_continues_across_epochs_under_islice(splits):
+    """The trainer takes steps_per_epoch batches with islice: the next epoch continues the stream (no rebuild)."""
+    import itertools
+
+    pipe = DaliPipeline(data_cfg(recipe="none"), splits, None, torch.device("cpu"))
+    first = list(itertools.islice(pipe.train_epoch(0), pipe.steps_per_epoch))
+    stream = pipe._train_pipe
+    assert len(first) == pipe.steps_per_epoch and pipe.state_dict()["epoch"] == 1 and pipe.state_dict()["step"] == 0
+    second = list(itertools.islice(pipe.train_epoch(1), pipe.steps_per_epoch))
+    assert pipe._train_pipe is stream
+    assert torch.cat([b.labels for b in second]).tolist() == epoch_order(256, 0, 1, 0, 1).tolist()
+
+
+def test_schedule_sampler_batches_carry_no_lam(splits):
+    """A ScheduleSampler has no lambda_i: batches say lam=None (Batch contract), as on the torch path."""
+    from hba_fast.pipelines.sampler import ScheduleSampler
+
+    sampler = ScheduleSampler((torch.full((2, 30), 0.5), torch.zeros(2, 30)), epochs=2)
+    pipe = DaliPipeline(data_cfg(recipe="none"), splits, sampler, torch.device("cpu"))
+    b = next(pipe.train_epoch(0))
+    assert b.lam is None and b.images.shape == (32, 3, 32, 32)
 
 
 @pytest.mark.gpu

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 TINY = ["data.num_train=128", "data.num_val=64", "data.num_test=64", "data.batch_size=16", "train.epochs=1",
         "train.steps_per_epoch=2", "run.progress=false"]
@@ -26,3 +27,6 @@ def test_torchrun_two_processes(tmp_path):
     assert len(doc["epochs"]) == 1
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "final" for r in rows) == 1  # only rank 0 writes
+    ranks = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["ranks"]  # every rank's own randomness
+    assert len(ranks) == 2
+    assert not torch.equal(ranks[0]["stateful"]["sampler"]["generator"], ranks[1]["stateful"]["sampler"]["generator"])

@@ -216,3 +216,25 @@ def test_gpu_fp32_nchw_and_autocast():
         ref = hyper_conv2d(x, w0, wu, scale, b0, bu, 1, 1, impl="torch")
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), ref.float(), rtol=3e-2, atol=3e-2)
+
+
+
+def test_triton_under_autocast_matches_torch_path():
+    """Under torch.autocast the kernel runs in the autocast dtype (as F.conv2d would) and the gradients flow back to
+    the fp32 leaves in fp32; CPU autocast with fp16 keeps this on the interpreter (its bf16 tl.dot is broken).
+    Same rule as _check, with the autocast torch path as the baseline and the fp64 reference as the truth."""
+    leaves = _make(2, 6, 8, 7, 7, 3, "both", True)
+    results = []
+    for fn in (hyper_conv2d_ref, _triton, _torch):
+        ins = [t.detach().to(torch.float64 if fn is hyper_conv2d_ref else torch.float32).requires_grad_(True)
+               for t in leaves]
+        with torch.autocast(leaves[0].device.type, dtype=torch.float16, enabled=fn is not hyper_conv2d_ref):
+            y = fn(*ins, 1, 1, 1)
+        grads = torch.autograd.grad(y.double().square().sum(), ins)
+        if fn is not hyper_conv2d_ref:
+            assert y.dtype == torch.float16 and y.is_contiguous(memory_format=torch.channels_last)
+            assert all(g.dtype == torch.float32 for g in grads)
+        results.append((y, *grads))
+    for name, t, k, p in zip(NAMES, *results):
+        err_k, err_p = (k.double() - t).abs().max().item(), (p.double() - t).abs().max().item()
+        assert err_k <= 2 * err_p + ATOL[torch.float16] * t.abs().max().item(), (name, err_k, err_p)

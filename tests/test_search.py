@@ -118,6 +118,8 @@ def test_train_with_schedule_and_baselines(tmp_path):
     (["search", "--set", "train.epoch=3"], "did you mean 'epochs'"),
     (["search", "--set", "data.dataset=cifar10", "--set", "data.path=/no/such/dir"], "/no/such/dir"),
     (["train", "CONFIG", "--schedule", "/no/such/schedule.json"], "schedule file"),
+    (["search", "--set", "model.strategy=none"], "a search needs hyper-layers and hyper steps"),
+    (["search", "--set", "train.t_val=0"], "a search needs hyper-layers and hyper steps"),
     pytest.param(["search", "--set", "model.kernels=triton"], "needs a CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the option is valid")),
 ])
@@ -138,3 +140,11 @@ def test_resume_refuses_other_settings_but_may_extend(tmp_path, capsys):
     assert main(argv + ["--set", "train.epochs=2"]) == 0  # extending the same run is allowed
     assert "resumed from" in (tmp_path / "log.txt").read_text()
     assert len(json.loads((tmp_path / "schedule.json").read_text())["epochs"]) == 2
+
+
+def test_malformed_schedule_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "schedule.json"
+    path.write_text(json.dumps({"format": "hba-fast-schedule/1", "epochs": [{"slots": [{"p": 0.5}]}]}))
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    assert main(["train", config, "--schedule", str(path), "--set", f"run.out_dir={tmp_path / 'run'}"]) == 2
+    assert "malformed epoch entries" in capsys.readouterr().err

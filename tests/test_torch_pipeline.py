@@ -364,6 +364,30 @@ def test_resume_from_state_dict_gives_the_same_next_batches():
     assert _same(_run(b, b.epoch), expected)
 
 
+def test_resume_mid_epoch_continues_the_epoch():
+    """A state saved after 2 of 4 steps resumes at step 2: the same remaining batches as the uninterrupted run."""
+    from hba_fast.policy import SearchSpace
+
+    space = SearchSpace()
+    cfg = make_cfg(recipe="cifar", image_size=32, batch_size=10)
+
+    def pipe():
+        return TorchPipeline(cfg, make_splits(size=32), SearchSampler(space.init_lam(), 1.0, space, gen(10)),
+                             "cpu", seed=10)
+
+    a = pipe()
+    it = a.train_epoch(0)
+    [next(it) for _ in range(2)]
+    state, sampler_state = a.state_dict(), a.sampler.state_dict()
+    assert (state["epoch"], state["step"]) == (0, 2)
+    expected = [(b.images, b.labels, b.lam) for b in it]
+    b = pipe()
+    b.load_state_dict(state)
+    b.sampler.load_state_dict(sampler_state)
+    got = [(x.images, x.labels, x.lam) for x in b.train_epoch(0)]
+    assert len(got) == len(expected) == 2 and _same(got, expected)
+
+
 def test_too_small_training_split_is_a_clear_error():
     from hba_fast.datasets import DataError
 

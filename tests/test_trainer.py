@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from hba_fast.checkpoint import CheckpointError
 from hba_fast.config import OptimConfig, TrainConfig
 from hba_fast.models import build_model
 from hba_fast.pipelines.base import Batch
@@ -46,7 +47,7 @@ def _trainer(tmp_path, strategy="bn", **train):
     torch.manual_seed(0)
     model = build_model("wrn-40-2", 10, strategy)
     lam = torch.nn.Parameter(SearchSpace().init_lam())
-    cfg = TrainConfig(epochs=2, log_every=1, **train)
+    cfg = TrainConfig(**{"epochs": 2, "log_every": 1, **train})
     return Trainer(model, FakePipeline(), lam, OptimConfig(), cfg, torch.device("cpu"),
                    RunLog(tmp_path, progress=False), space=SearchSpace())
 
@@ -108,6 +109,39 @@ def test_fit_records_schedule_and_round_trips(tmp_path):
     assert other.epoch == 2 and torch.equal(other.lam.detach(), tr.lam.detach())
     for k, v in tr.model.state_dict().items():
         assert torch.equal(other.model.state_dict()[k], v)
+
+
+def test_resume_mid_run_matches_an_uninterrupted_run(tmp_path):
+    """Stop after epoch 1, load its state into a fresh trainer: epoch 2 ends exactly where the straight run does."""
+    straight = _trainer(tmp_path / "a")
+    straight.fit()
+
+    class Killed(Exception):
+        pass
+
+    first = _trainer(tmp_path / "b")
+    end_epoch = first._end_epoch
+
+    def end_epoch_then_die(images_per_s):
+        end_epoch(images_per_s)  # writes the checkpoint
+        raise Killed
+
+    first._end_epoch = end_epoch_then_die
+    with pytest.raises(Killed):
+        first.fit()
+    resumed = _trainer(tmp_path / "c")
+    torch.manual_seed(123)  # the resumed process starts from other RNG states
+    resumed.pipeline.g.manual_seed(99)
+    assert resumed.resume(tmp_path / "b" / "checkpoint.pt") and resumed.epoch == 1
+    resumed.fit()
+    assert resumed.step == straight.step == 6
+    assert torch.equal(resumed.lam.detach(), straight.lam.detach())
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert len(state["ranks"]) == 1
+    with pytest.raises(CheckpointError, match="written by 2 process"):  # resuming with another process count
+        _trainer(tmp_path / "d").load_state_dict({**state, "ranks": state["ranks"] * 2})
 
 
 def test_plain_training_without_lambda(tmp_path):

@@ -8,8 +8,8 @@
         y = x w0^T + scale * (x wu^T) (+ bias0 + scale * biasu); scale (B, out) or (out,). Torch only: two
         F.linear and one addcmul; hyper_linear.py's docstring gives the FLOP/byte argument for not fusing it.
 
-impl="auto" runs Triton on CUDA tensors and the torch path elsewhere; "triton" forces the kernel
-(on CPU only under TRITON_INTERPRET=1); "torch" forces the pure-torch path.
+impl="auto" runs Triton on CUDA float32/float16/bfloat16 tensors and the torch path otherwise; "triton" forces
+the kernel (on CPU only under TRITON_INTERPRET=1); "torch" forces the pure-torch path.
 """
 from .hyper_bn import hyper_batch_norm, hyper_batch_norm_ref
 from .hyper_conv import hyper_conv2d, hyper_conv2d_ref

@@ -542,7 +542,8 @@ def hyper_batch_norm(
     if impl not in ("auto", "triton", "torch"):
         raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
     _check_inputs(x, gamma, beta, running_mean, running_var, training, momentum, eps)
-    use_triton = impl == "triton" or (impl == "auto" and x.is_cuda and triton is not None and x.dtype in _FLOATS)
+    use_triton = impl == "triton" or (impl == "auto" and x.is_cuda and triton is not None and x.dtype in _FLOATS
+                                      and x.shape[0] <= 65535)  # the grid limit _check_triton names
     if impl == "triton":
         _check_triton(x, gamma, beta)
     if not use_triton or x.numel() == 0:

@@ -55,6 +55,9 @@ except ImportError:  # the torch path still works; impl="triton" raises a clear 
     tl = None
 
 
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def _jit(fn):
     return triton.jit(fn) if triton is not None else fn
 
@@ -571,7 +574,8 @@ def hyper_conv2d(x: torch.Tensor, w0: torch.Tensor, wu: torch.Tensor, scale: tor
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
         raise ValueError(f"hyper_conv2d: need stride >= 1, dilation >= 1, padding >= 0; got stride={stride}, "
                          f"padding={padding}, dilation={dilation}")
-    use_triton = impl == "triton" or (impl == "auto" and x.is_cuda and triton is not None)
+    # "auto" leaves dtypes the kernel does not take (e.g. float64) to the torch path, as hyper_batch_norm does
+    use_triton = impl == "triton" or (impl == "auto" and x.is_cuda and triton is not None and x.dtype in _FLOATS)
     if not use_triton:
         return _hyper_conv2d_torch(x, w0, wu, scale, bias0, biasu, stride, padding, dilation)
     if triton is None:
@@ -582,7 +586,7 @@ def hyper_conv2d(x: torch.Tensor, w0: torch.Tensor, wu: torch.Tensor, scale: tor
     if torch.is_autocast_enabled(x.device.type):  # F.conv2d would run in the autocast dtype: do the same
         dtype = torch.get_autocast_dtype(x.device.type)
         x, w0, wu = x.to(dtype), w0.to(dtype), wu.to(dtype)
-    if not (x.dtype == w0.dtype == wu.dtype) or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if not (x.dtype == w0.dtype == wu.dtype) or x.dtype not in _FLOATS:
         raise TypeError(f"hyper_conv2d(impl='triton'): x, w0, wu must share one dtype of float32/float16/bfloat16, "
                         f"got {x.dtype}, {w0.dtype}, {wu.dtype}; cast them or run under torch.autocast")
     kh, kw = w0.shape[2:]

@@ -4,14 +4,17 @@ A layer that all population members share needs no hyper-layer (it is a constant
 strategy is just the set of layers built as hyper-layers; the rest are plain nn.Conv2d / nn.BatchNorm2d /
 nn.Linear with no lambda overhead.
 
-    conv+bn     every conv, every BN and the classifier
-    conv        every conv and the classifier
+    conv+bn     every conv and every BN
+    conv        every conv
     bn          every BN
     first_conv  only the lowest conv (the stem)
     first_bn    only the lowest BN (pre-activation WRN: the first block's first BN; ResNet-50: the stem BN).
                 The paper's default (Table 2: best error, about half the search time of conv+bn).
     none        a plain model: evaluation, `hba-fast train`, and the speed baseline
 
+The classifier is shared (plain nn.Linear) under every strategy: the paper names each strategy by the layers that
+get hyper-layers ("the Conv strategy means that we add HyperConv layers to all the convolutional layers and ignore
+the other layers", 4.1; Figure 2 (d) shares the linear layer). HyperLinear stays available for other models.
 Models ask a `LayerFactory` for each layer, marking the lowest conv / BN with `first=True`.
 `init_weights_` is the shared initialisation of WRN and ResNet (kaiming-normal fan-out convs, BN (1, 0)),
 applied to phi0 and, as an independent draw from the same distribution, to phiU (see hba_fast/hyper.py).
@@ -50,9 +53,7 @@ class LayerFactory:
         return nn.BatchNorm2d(num_features)
 
     def linear(self, in_f: int, out_f: int) -> nn.Module:
-        if self.strategy in ("conv+bn", "conv"):
-            return HyperLinear(in_f, out_f, True, self.lam_dim)
-        return nn.Linear(in_f, out_f)
+        return nn.Linear(in_f, out_f)  # shared by the population under every strategy (see the module docstring)
 
 
 def init_weights_(model: nn.Module) -> None:

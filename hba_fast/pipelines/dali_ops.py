@@ -57,6 +57,15 @@ def _trunc_u8(x):
     return fn.cast(dmath.floor(dmath.clamp(x, 0.0, 255.0)), dtype=_U8)
 
 
+def _round(x):
+    """torch.round / Python round (ties to even) of float32 x, exactly: in float64, where x + 0.5 is exact (a
+    float32 floor(x + 0.5) rounds 2.5 up and 0.49999997 to 1)."""
+    x = fn.cast(x, dtype=_F64)
+    r = dmath.floor(x + 0.5)
+    odd = r - 2.0 * dmath.floor(r * 0.5)  # 1 where r is odd
+    return r - ((r - x) == 0.5) * odd  # a tie rounded up to an odd integer goes down to the even one
+
+
 def _blend(degenerate, img, factor):
     """Image.blend(degenerate, img, factor) in float32, as Pillow's ImagingBlend computes it."""
     deg = fn.cast(degenerate, dtype=_F32)
@@ -152,7 +161,7 @@ def solarize(img, m):
 
 
 def posterize(img, m):
-    bits = dmath.clamp(dmath.floor(m + 0.5), 0.0, 8.0)
+    bits = dmath.clamp(_round(m), 0.0, 8.0)
     mask = fn.cast(256.0 - dmath.pow(2.0, bits), dtype=_I32)  # keeps the 8 - bits high bits
     return fn.cast(fn.cast(img, dtype=_I32) & mask, dtype=_U8)
 
@@ -194,7 +203,7 @@ def sharpness(img, m):
 
 def cutout(img, m):
     h, w = _hw(img)
-    side = dmath.clamp(dmath.floor(m * dmath.min(h, w) + 0.5), 0.0, dmath.min(h, w))
+    side = fn.cast(dmath.clamp(_round(m * dmath.min(h, w)), 0.0, dmath.min(h, w)), dtype=_F32)  # as cutout_size
     cy = dmath.min(dmath.floor(fn.random.uniform(range=[0.0, 1.0]) * h), h - 1.0)  # as hba_fast.ops.cutout_centres
     cx = dmath.min(dmath.floor(fn.random.uniform(range=[0.0, 1.0]) * w), w - 1.0)
     half = dmath.floor(side * 0.5)
@@ -241,8 +250,8 @@ def to_torch(tensor_list, device: torch.device | str = "cpu") -> torch.Tensor:
 _CACHE: dict[tuple, object] = {}
 
 
-def _op_pipeline(name: str, batch_size: int, device: str, seed: int):
-    @pipeline_def(batch_size=batch_size, num_threads=2, device_id=None if device == "cpu" else 0, seed=seed,
+def _op_pipeline(name: str, batch_size: int, device: str, device_id: int | None, seed: int):
+    @pipeline_def(batch_size=batch_size, num_threads=2, device_id=device_id, seed=seed,
                   prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
     def one_op():
         img = fn.external_source(name="images", layout="HWC", dtype=_U8, ndim=3)
@@ -272,9 +281,13 @@ def dali_apply_op(images: torch.Tensor, name: str, magnitude: torch.Tensor, devi
         raise ValueError(f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
     batch = images.shape[0]
     magnitude = torch.as_tensor(magnitude, dtype=torch.float32).reshape(-1).expand(batch)
-    key = (name, batch, tuple(images.shape[2:]), device, seed)
+    device_id = None  # DALI's GPU operators run on the images' GPU (the current one for CPU images)
+    if device == "gpu":
+        device_id = images.device.index if images.is_cuda and images.device.index is not None \
+            else torch.cuda.current_device()
+    key = (name, batch, tuple(images.shape[2:]), device, device_id, seed)
     if key not in _CACHE:
-        _CACHE[key] = _op_pipeline(name, batch, device, seed)
+        _CACHE[key] = _op_pipeline(name, batch, device, device_id, seed)
     pipe = _CACHE[key]
     hwc = images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     pipe.feed_input("images", list(hwc), layout="HWC")

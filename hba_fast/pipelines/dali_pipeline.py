@@ -17,9 +17,11 @@ augmented each sample even though DALI prefetches (the sampler may be a few step
 Clean batches (val/test) are only standardised (ImageNet recipe: resize the shorter side to size/0.875, centre
 crop). The training pipeline is built once (graph construction with 22 conditionals takes seconds) and streams
 across epochs; data order and policy draws are seeded per (seed, rank, epoch, step), so a run resumed from
-`state_dict()` gets the same images and draws for in-memory data (DALI's own crop/flip/Cutout randomness
-restarts from the pipeline seed); the file reader shuffles internally and, resumed mid-epoch, drops the steps
-already done.
+`state_dict()` gets the same images and, given the same probs/mags, the same draws for in-memory data (DALI's own
+crop/flip/Cutout randomness restarts from the pipeline seed). The lambda_i themselves come from the sampler,
+which DALI calls up to the prefetch depth ahead of the trainer, so a checkpointed sampler RNG is a few batches
+ahead: after a resume the lambda_i are fresh draws, not the uninterrupted run's. The file reader shuffles
+internally and, resumed mid-epoch, drops the steps already done.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import math
 from functools import partial
 
 import numpy as np
+import nvidia.dali.math as dmath
 import torch
 from nvidia.dali import fn, pipeline_def, types
 
@@ -66,8 +69,8 @@ def _cutout_fixed(x, side: int):
     """DeVries & Taylor Cutout on the standardised CHW image: a side x side square of zeros, random centre."""
     shape = x.shape()
     h, w = fn.cast(shape[1], dtype=types.FLOAT), fn.cast(shape[2], dtype=types.FLOAT)
-    cy = fn.random.uniform(range=[0.0, 1.0]) * h
-    cx = fn.random.uniform(range=[0.0, 1.0]) * w
+    cy = dmath.min(dmath.floor(fn.random.uniform(range=[0.0, 1.0]) * h), h - 1.0)  # a pixel, as recipes.cutout_fixed
+    cx = dmath.min(dmath.floor(fn.random.uniform(range=[0.0, 1.0]) * w), w - 1.0)
     anchor = fn.stack(cy - side // 2, cx - side // 2)
     return fn.erase(x, anchor=anchor, shape=[float(side), float(side)], axis_names="HW", fill_value=0.0)
 
@@ -132,6 +135,9 @@ class DaliPipeline:
                              f"data.batch_size={self.batch_size}; lower data.batch_size")
         self._eval_files = {}
         self._train_pipe, self._epoch, self._step = None, 0, 0
+        # Whether the sampler hands back lambda_i (a SearchSampler does, a ScheduleSampler gives None): batches
+        # carry lam only then (the pipeline itself always streams a (B, 54) lam, zeros without one).
+        self._hands_lam = sampler is not None
         self._val_pipe, self._val_step = None, 0
         log.info("DALI pipeline: %s operators, recipe %s, shard %d/%d, %d steps/epoch", self.dali_device,
                  self.recipe, self.rank, self.world, self.steps_per_epoch)
@@ -154,8 +160,8 @@ class DaliPipeline:
             sample = self.sampler.sample(batch, epoch, torch.device("cpu"))
             probs, mags = sample.probs.float().cpu().numpy(), sample.mags.float().cpu().numpy()
             draw = draw_policy(probs, mags, seed)
-            lam = (sample.lam.float().cpu().numpy() if sample.lam is not None
-                   else np.zeros((batch, LAM_DIM), np.float32))
+            self._hands_lam = sample.lam is not None
+            lam = sample.lam.float().cpu().numpy() if self._hands_lam else np.zeros((batch, LAM_DIM), np.float32)
         matrices = affine_matrices(draw["ops"], draw["mags"], *self.policy_hw)  # (B, 2, 2, 3)
         return [list(draw["ops"]), list(draw["mags"]), list(matrices), list(lam)]
 
@@ -241,11 +247,13 @@ class DaliPipeline:
                 for _ in range(start):  # the file reader cannot seek: drop the steps already done
                     self._train_pipe.run()
         self._epoch, self._step = epoch, start
-        while self._step < self.steps_per_epoch:
+        for step in range(start, self.steps_per_epoch):
             outs = self._train_pipe.run()
-            self._step += 1
-            yield self._to_batch(outs, self.sampler is not None)
-        self._epoch, self._step = epoch + 1, 0
+            # The position moves on before the yield: a consumer that stops after the last batch (islice) leaves
+            # the stream at (epoch + 1, 0), so the next epoch continues it instead of rebuilding the pipeline.
+            last = step + 1 == self.steps_per_epoch
+            self._epoch, self._step = (epoch + 1, 0) if last else (epoch, step + 1)
+            yield self._to_batch(outs, self._hands_lam)
 
     def _eval_source(self, split: str, cycle: bool, start: int = 0):
         image_set = getattr(self.splits, split)

@@ -67,11 +67,13 @@ class ArrayFeeder:
         self.order_fn, self.batch_size, self.batches = order_fn, batch_size, batches
         self.step = start  # batches produced so far (runs ahead of consumption by the prefetch depth)
         self._pass, self._order = -1, None
+        self._per_pass: int | None = None  # full batches per pass (cycling), measured once
 
     def _indices(self, step: int) -> np.ndarray:
         if self.batches is None:  # cycle: pass p covers steps [p * per_pass, (p + 1) * per_pass)
-            per_pass = max(1, len(self.order_fn(0)) // self.batch_size)
-            p, step = divmod(step, per_pass)
+            if self._per_pass is None:  # every pass has the same length; don't redraw a permutation per batch
+                self._per_pass = max(1, len(self.order_fn(0)) // self.batch_size)
+            p, step = divmod(step, self._per_pass)
         else:
             p = 0
         if p != self._pass:

@@ -84,9 +84,9 @@ def cutout_fixed(images: torch.Tensor, size: int, generator: torch.Generator | N
                  fill: float = 0.0) -> torch.Tensor:
     """Set a size x size square at a uniform random centre (clipped at the borders) to `fill`, per image."""
     b, _, h, w = images.shape
-    centre = (torch.rand((b, 2), generator=generator, device=images.device)
-              * torch.tensor([h, w], device=images.device)).long()  # (B, 2) = (cy, cx)
-    top, left = (centre - size // 2).unbind(1)
+    u = torch.rand((b, 2), generator=generator, device=images.device)  # (B, 2)
+    top = (u[:, 0] * h).long() - size // 2  # (B,): centre row cy uniform in 0..H-1, minus half the side
+    left = (u[:, 1] * w).long() - size // 2
     ys = torch.arange(h, device=images.device)[None, :, None]  # (1, H, 1)
     xs = torch.arange(w, device=images.device)[None, None, :]  # (1, 1, W)
     inside = ((ys >= top[:, None, None]) & (ys < top[:, None, None] + size)
@@ -138,7 +138,8 @@ def random_resized_crop(images: torch.Tensor, size: int, generator: torch.Genera
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
-    return (x * torch.tensor(_GREY, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)  # (B, 1, H, W)
+    # Python-scalar weights: no host-to-device copy of a constant tensor at every step.
+    return x[:, 0:1] * _GREY[0] + x[:, 1:2] * _GREY[1] + x[:, 2:3] * _GREY[2]  # (B, 1, H, W)
 
 
 def color_jitter(x: torch.Tensor, generator: torch.Generator | None = None, strength: float = JITTER) -> torch.Tensor:
@@ -152,9 +153,9 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator | None = None, stre
 def pca_lighting(x: torch.Tensor, generator: torch.Generator | None = None, std: float = LIGHTING_STD) -> torch.Tensor:
     """AlexNet's PCA colour noise: x + V (alpha * eigval), alpha ~ N(0, std^2) per image; x float (B, 3, H, W)."""
     alpha = std * torch.randn((x.shape[0], 3), generator=generator, device=x.device)  # (B, 3)
-    eigval = torch.tensor(PCA_EIGVAL, device=x.device)
-    eigvec = torch.tensor(PCA_EIGVEC, device=x.device)  # (3 channels, 3 components)
-    rgb = (alpha * eigval) @ eigvec.T  # (B, 3)
+    # rgb[:, c] = sum_k eigvec[c][k] eigval[k] alpha[:, k], with Python-scalar coefficients (no per-step copy).
+    rgb = torch.stack([sum(alpha[:, k] * (PCA_EIGVEC[c][k] * PCA_EIGVAL[k]) for k in range(3)) for c in range(3)],
+                      1)  # (B, 3)
     return x + rgb[:, :, None, None]
 
 

@@ -13,8 +13,10 @@ images rank::world in order, last batch partial (ranks may get one batch fewer: 
 
 Randomness. Augmentation draws come from one generator on the device, seeded by (seed, rank); the policy
 sampler owns its own. `seed` defaults to a mix of data_cfg.split_seed and torch.initial_seed(), so a run
-seeded with torch.manual_seed(run seed) reproduces. Per batch there is no host sync: indices are device
-tensors sliced in Python, every random draw is a device op.
+seeded with torch.manual_seed(run seed) reproduces. Indices are tensors sliced in Python and every random draw
+is a device op. The host syncs per batch come from the policy's indexed form (`apply_policy(static=False)`: each
+op runs only on the images that drew it, which needs the drawn ops on the host: a few syncs per position).
+Arrays kept on the CPU (not device_resident) are gathered there and copied over each batch.
 """
 from __future__ import annotations
 
@@ -103,8 +105,11 @@ class TorchPipeline:
             lam = sample.lam
         return recipes.post_policy(self.recipe, images, self.mean, self.std, g, self.cutout), lam
 
-    def train_epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """Augmented training batches of `epoch`, from step `start_step` (mid-epoch resume) to the end."""
+    def train_epoch(self, epoch: int, start_step: int | None = None) -> Iterator[Batch]:
+        """Augmented training batches of `epoch`, from step `start_step` to the end. By default an epoch starts
+        where the pipeline stands (`state_dict()`'s position after a mid-epoch resume), else at step 0."""
+        if start_step is None:
+            start_step = self.step if epoch == self.epoch else 0
         table = self.epoch_indices(epoch).to(self._store)  # one transfer per epoch
         for step in range(start_step, self.steps_per_epoch):
             images, labels = self._fetch("train", table[step])
