@@ -278,13 +278,7 @@ class DaliPipeline:
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         feeder, files = self._eval_source(split, cycle=False)
-        pipe = self._build(self._clean_graph(feeder, files), self.seed + 7)
-        while True:
-            try:
-                outs = pipe.run()
-            except StopIteration:
-                return
-            yield self._to_batch(outs, False)
+        yield from _run_all(self._build(self._clean_graph(feeder, files), self.seed + 7), self)
 
     def val_batch(self) -> Batch:
         """The next clean validation batch (cycles forever, reshuffled each pass)."""
@@ -347,6 +341,7 @@ class _CyclingFiles:
 
 
 def _run_all(pipe, owner: DaliPipeline):
+    """Every clean batch of a one-pass DALI pipeline, until it raises StopIteration."""
     while True:
         try:
             outs = pipe.run()
