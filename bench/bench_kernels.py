@@ -177,6 +177,7 @@ def environment(device: str) -> dict:
         sha = git.stdout.strip()
     except OSError:
         sha = ""
+    sha = sha or os.environ.get("HBA_GIT_SHA", "")  # a copy of the tree without .git names its commit this way
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu (TRITON_INTERPRET smoke)"
     return {"device": name, "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
             "git_sha": sha or "unknown", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -82,10 +82,14 @@ def environment() -> dict:
         info["torchvision"] = None
     info["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     try:
-        info["git_sha"] = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True).strip()
-        info["git_dirty"] = bool(subprocess.check_output(["git", "status", "--porcelain"], cwd=ROOT, text=True))
+        info["git_sha"] = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True,
+                                                  stderr=subprocess.DEVNULL).strip()
+        info["git_dirty"] = bool(subprocess.check_output(["git", "status", "--porcelain"], cwd=ROOT, text=True,
+                                                         stderr=subprocess.DEVNULL))
     except (OSError, subprocess.CalledProcessError):
         info["git_sha"] = None
+    # a copy of the tree without .git (e.g. a lent GPU machine) names its commit through HBA_GIT_SHA
+    info["git_sha"] = info["git_sha"] or os.environ.get("HBA_GIT_SHA")
     return info
 
 

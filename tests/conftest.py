@@ -15,7 +15,8 @@ if not _HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CIFAR_MINI = SHARED_DATA / "cifar10_mini.npz"
+# HBA_CIFAR_MINI points elsewhere, e.g. on a GPU machine that has no ../shared beside the checkout
+CIFAR_MINI = Path(os.environ.get("HBA_CIFAR_MINI", SHARED_DATA / "cifar10_mini.npz"))
 
 
 def pytest_configure(config):
