@@ -10,6 +10,10 @@ hyper-BN, on the BN shapes of the same nets (every distinct conv output (C, H)),
     native_bn    F.batch_norm with a shared affine (what a plain network pays)
 
 FLOPs of one hyper-conv forward = 2 convs = 4*B*Ho*Wo*Cout*Cin*kh*kw; forward + backward = 3x that.
+Floor per shape: max(FLOPs / measured matmul rate, minimal bytes / measured copy rate), both ceilings measured at
+the start of the run (an 8192^3 bf16 matmul, a 1 GiB device copy counting read + write); minimal bytes: forward
+reads x, w0, wu and writes y, yu; backward reads dy, x, w0, wu, yu and writes dx, dw0, dwu. "x floor" is the
+fused time over that floor.
 Timings: triton.testing.do_bench, median. Printed as ms and TFLOP/s (GB/s for BN: minimal traffic,
 2 passes forward and 5 forward+backward) against the device peak; JSON lines appended to
 bench/results/kernels.jsonl with device, versions, git sha and time, plus one summary line per net
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -187,6 +192,32 @@ def peaks(name: str) -> tuple[float | None, float | None]:
     return next(((tf, gb) for key, tf, gb in PEAKS if key in name), (None, None))
 
 
+def measure_ceilings(bench, device: str, smoke: bool) -> tuple[float, float]:
+    """(bf16 matmul TFLOP/s, device copy GB/s counting bytes read + written), measured here, on random data."""
+    n, dtype = (256, torch.float32) if smoke else (8192, torch.bfloat16)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    tflops = 2 * n**3 / bench(lambda: a @ b) / 1e9
+    src = torch.randn((1 << 18) if smoke else (1 << 28), device=device)  # 1 GiB of fp32 on the GPU
+    dst = torch.empty_like(src)
+    gbs = 2 * src.numel() * src.element_size() / bench(lambda: dst.copy_(src)) / 1e6
+    return tflops, gbs
+
+
+def conv_floor_ms(B, cin, cout, h, k, s, p, elem: int, tflops: float, gbs: float) -> dict[str, float]:
+    """Lower bounds on one hyper-conv's time from the measured ceilings (see the module docstring)."""
+    ho = out_size(h, k, s, p)
+    x, w, y = B * cin * h * h, cout * cin * k * k, B * cout * ho * ho
+    flops = 4 * B * ho * ho * cout * cin * k * k
+    fwd_bytes = elem * (x + 2 * w + 2 * y)
+    bwd_bytes = elem * (y + x + 2 * w + y + x + 2 * w)
+    return {"fwd": max(flops / tflops / 1e9, fwd_bytes / gbs / 1e6),
+            "fwdbwd": max(3 * flops / tflops / 1e9, (fwd_bytes + bwd_bytes) / gbs / 1e6)}
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
 def fmt_rate(value: float, peak: float | None) -> str:
     return f"{value:8.1f} ({100 * value / peak:4.1f}%)" if peak else f"{value:8.3g}      "
 
@@ -209,9 +240,12 @@ def main(argv=None) -> int:
     env = environment(device)
     peak_tflops, peak_gbs = peaks(env["device"])
     bench = timer(args.smoke)
+    ceil_tflops, ceil_gbs = measure_ceilings(bench, device, args.smoke)
+    env["measured_tflops"], env["measured_gbs"] = round(ceil_tflops, 1), round(ceil_gbs, 1)
     records = []
     print(f"# {env['device']}  torch {env['torch']}  triton {env['triton']}  cuda {env['cuda']}  {env['git_sha'][:10]}"
           f"  peak bf16 {peak_tflops} TFLOP/s, {peak_gbs} GB/s  dtype {dtype}  {args.layout}")
+    print(f"# measured here: matmul {ceil_tflops:.1f} TFLOP/s, copy {ceil_gbs:.1f} GB/s (the floors use these)")
     for net in args.nets:
         batch, make = NETS[net]
         convs = make()
@@ -219,32 +253,43 @@ def main(argv=None) -> int:
         shapes = smoke_shapes(convs) if args.smoke else list(counts)
         B = 2 if args.smoke else batch
         totals = Counter()
+        ratios = {"fwd": [], "fwdbwd": []}  # per shape: (two_conv / fused, fused / cudnn_2cout)
         if not args.skip_conv:
             print(f"\n## {net} hyper-conv, batch {B}: ms and TFLOP/s (% of peak)")
             print(f"{'Cin':>5} {'Cout':>5} {'H':>4} {'k':>2} {'s':>2} {'n':>3} {'mode':>6} | "
-                  f"{'fused':>24} | {'two_conv':>24} | {'cudnn_2cout':>24} | fused speed-up, x floor")
+                  f"{'fused':>24} | {'two_conv':>24} | {'cudnn_2cout':>24} | {'floor':>7} | "
+                  "fused speed-up, x cudnn, x floor")
             for shape in shapes:
                 cin, cout, h, k, s, p = shape
                 ho = out_size(h, k, s, p)
                 flops_fwd = 4 * B * ho * ho * cout * cin * k * k
                 cases = conv_cases(B, cin, cout, h, k, s, p, dtype, device, memory_format)
+                floor = conv_floor_ms(B, cin, cout, h, k, s, p, torch.tensor([], dtype=dtype).element_size(),
+                                      ceil_tflops, ceil_gbs)
                 for mode, flops in (("fwd", flops_fwd), ("fwdbwd", 3 * flops_fwd)):
                     ms = {impl: bench(cases[(impl, mode)]) for impl in ("fused", "two_conv", "cudnn_2cout")}
                     cells = " | ".join(f"{ms[i]:9.3f} {fmt_rate(flops / ms[i] / 1e9, peak_tflops)}" for i in ms)
                     print(f"{cin:5d} {cout:5d} {h:4d} {k:2d} {s:2d} {counts.get(shape, 1):3d} {mode:>6} | {cells} | "
-                          f"{ms['two_conv'] / ms['fused']:5.2f}x, {ms['fused'] / ms['cudnn_2cout']:5.2f}x")
+                          f"{floor[mode]:7.3f} | {ms['two_conv'] / ms['fused']:5.2f}x, "
+                          f"{ms['fused'] / ms['cudnn_2cout']:5.2f}x, {ms['fused'] / floor[mode]:5.2f}x")
+                    ratios[mode].append((ms["two_conv"] / ms["fused"], ms["fused"] / ms["cudnn_2cout"]))
+                    totals[("floor", mode)] += counts.get(shape, 1) * floor[mode]
                     for impl, t in ms.items():
                         totals[(impl, mode)] += counts.get(shape, 1) * t
                         records.append({"bench": "hyper_conv", "net": net, "batch": B, "cin": cin, "cout": cout,
                                         "h": h, "kernel": k, "stride": s, "padding": p, "count": counts.get(shape, 1),
-                                        "mode": mode, "impl": impl, "ms": t, "tflops": flops / t / 1e9})
+                                        "mode": mode, "impl": impl, "ms": t, "tflops": flops / t / 1e9,
+                                        "floor_ms": floor[mode]})
                 del cases
             for mode in ("fwd", "fwdbwd"):
-                f, t, c = (totals[(i, mode)] for i in ("fused", "two_conv", "cudnn_2cout"))
-                print(f"# {net} all convs {mode}: fused {f:.2f} ms, two_conv {t:.2f} ms ({t / f:.2f}x), "
-                      f"cudnn_2cout {c:.2f} ms (fused/floor {f / c:.2f}x)")
+                f, t, c, fl = (totals[(i, mode)] for i in ("fused", "two_conv", "cudnn_2cout", "floor"))
+                speedup, vs_cudnn = (geomean([r[i] for r in ratios[mode]]) for i in (0, 1))
+                print(f"# {net} all convs {mode}: fused {f:.2f} ms, two_conv {t:.2f} ms ({t / f:.2f}x), cudnn_2cout "
+                      f"{c:.2f} ms (fused/cudnn {f / c:.2f}x), floor {fl:.2f} ms; geomean over shapes: speed-up vs "
+                      f"two_conv {speedup:.2f}x (target >= 1.5), fused/cudnn_2cout {vs_cudnn:.2f}x (target <= 1.15)")
                 records.append({"bench": "hyper_conv_net_total", "net": net, "batch": B, "mode": mode,
-                                "fused_ms": f, "two_conv_ms": t, "cudnn_2cout_ms": c})
+                                "fused_ms": f, "two_conv_ms": t, "cudnn_2cout_ms": c, "floor_ms": fl,
+                                "geomean_speedup_vs_two_conv": speedup, "geomean_fused_over_cudnn": vs_cudnn})
         if not args.skip_bn:
             print(f"\n## {net} hyper-BN, batch {B}: ms and effective GB/s (% of peak)")
             bn_shapes = sorted({(c[1], out_size(c[2], c[3], c[4], c[5])) for c in (shapes if args.smoke else convs)})

@@ -43,7 +43,7 @@ class DataConfig:
     batch_size: int = field(default=128, metadata=_range(1))  # images per step and process
     num_threads: int = field(default=4, metadata=_range(1, 256))  # DALI CPU threads
     on_corrupt: str = field(default="skip", metadata=_range(choices=("skip", "error")))
-    device_resident: bool = True  # keep uint8 arrays on the GPU when they fit
+    device_resident: bool = True  # torch backend: keep uint8 arrays on the GPU when they fit
     cutout: bool = True  # the recipe's fixed-size Cutout (16 px CIFAR, 20 px SVHN); off for the `baseline` run
 
     def __post_init__(self):

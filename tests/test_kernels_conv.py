@@ -186,6 +186,32 @@ def test_input_validation_errors(monkeypatch):
         hyper_conv2d(x, w0, wu, scale, impl="triton")
 
 
+def _network_conv_shapes() -> list[tuple[int, int, int, int, int]]:
+    """Every distinct (Cin, Cout, k, stride, padding) of the real WRN-40-2, WRN-28-10 and ResNet-50 definitions."""
+    from torch import nn
+
+    from hba_fast.hyper import HyperConv2d
+    from hba_fast.models import build_model
+
+    shapes = {}
+    for name in ("wrn-40-2", "wrn-28-10", "resnet-50"):
+        for m in build_model(name, 10, "none").modules():
+            if isinstance(m, (nn.Conv2d, HyperConv2d)):
+                stride, padding = (v if isinstance(v, int) else v[0] for v in (m.stride, m.padding))
+                shapes[(m.in_channels, m.out_channels, m.kernel_size[0], stride, padding)] = None
+    return list(shapes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("Cin,Cout,k,stride,padding", _network_conv_shapes())
+def test_every_network_conv_in_the_interpreter(Cin, Cout, k, stride, padding):
+    """The channel counts, kernel sizes, strides and paddings of every conv of the three nets (stem Cin=3, 160, 2048,
+    ...), at batch 2 and the smallest spatial size that exercises the padding and every stride phase."""
+    h = max(k, 2 * stride + 1) if k > 1 else 3
+    leaves = _make(2, Cin, Cout, h, h, k, "both", True)
+    _check(leaves, (stride, padding, 1), torch.float32, _triton)
+
+
 # ----------------------------------------------------------------------------- GPU: real network shapes
 
 # (Cin, Cout, H, k, stride, padding) from WRN-40-2, WRN-28-10 (32x32 input) and ResNet-50 (224 input);

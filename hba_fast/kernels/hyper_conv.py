@@ -303,14 +303,18 @@ def _hyper_conv_dscale_kernel(
 
 # ----------------------------------------------------------------------------- block-size heuristics
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) candidates for the GPU autotuner; pruned per shape.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) candidates for the GPU autotuner; pruned per shape. The
+# narrow ones serve the 16- and 32-channel layers (WRN-40-2's first group, the stem) without padding K or N:
+# tiles wider than the channel count are pruned. bench/compile_report.py shows registers, spills and shared
+# memory of each for sm_90: with two fp32 accumulators, 128x64 tiles on 4 warps spill a little (16-184 bytes),
+# so the same tile on 8 warps (no spill) is offered too; which wins is the autotuner's call on the GPU.
 _GPU_CONFIGS = {
-    "fwd": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 128, 32, 8, 4),
-            (128, 32, 64, 4, 4), (64, 64, 64, 4, 3), (128, 16, 32, 4, 4)],
-    "dx": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 128, 32, 8, 4),
-           (128, 32, 64, 4, 4), (64, 64, 64, 4, 3), (128, 16, 32, 4, 4)],
-    "dw": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 128, 4, 3),
-           (32, 64, 128, 4, 3), (16, 64, 128, 4, 3)],
+    "fwd": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 64, 64, 8, 3), (64, 128, 64, 4, 4), (128, 128, 32, 8, 4),
+            (128, 32, 64, 4, 4), (64, 64, 64, 4, 3), (128, 32, 32, 4, 4), (128, 32, 16, 4, 4), (128, 16, 16, 4, 4)],
+    "dx": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 64, 64, 8, 3), (64, 128, 64, 4, 4), (128, 128, 32, 8, 4),
+           (128, 32, 64, 4, 4), (64, 64, 64, 4, 3), (128, 32, 32, 4, 4), (128, 32, 16, 4, 4), (128, 16, 16, 4, 4)],
+    "dw": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 64, 64, 8, 3), (64, 128, 64, 4, 4), (64, 64, 128, 4, 3),
+           (32, 64, 128, 4, 3), (16, 64, 128, 4, 3), (32, 32, 128, 4, 3), (16, 16, 128, 4, 3)],
 }
 # Which problem sizes each launcher's tile dimensions cover (names of kernel arguments).
 _TILE_DIMS = {"fwd": (None, "Cout", "Cin"), "dx": (None, "Cin", "Cout"), "dw": ("Cout", "Cin", None)}
