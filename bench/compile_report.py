@@ -90,14 +90,13 @@ def recorded_launches():
 @contextmanager
 def as_gpu(sms: int = SMS):
     """The launchers' device-dependent sizing as on a GPU with `sms` multiprocessors (meta tensors are not CUDA)."""
-    split, programs = hc._dw_split, hb._num_programs_target
-    hc._dw_split = lambda m, tiles, device: triton.cdiv(
-        triton.cdiv(m, max(1, min(2 * sms // max(tiles, 1), triton.cdiv(m, 1024)))), 256) * 256
-    hb._num_programs_target = lambda device: 4 * sms
+    multiprocessors, programs = hc._multiprocessors, hb._num_programs_target
+    hc._multiprocessors = lambda device: sms
+    hb._num_programs_target = lambda device: 4 * sms  # hyper_bn's rule for a CUDA device
     try:
         yield
     finally:
-        hc._dw_split, hb._num_programs_target = split, programs
+        hc._multiprocessors, hb._num_programs_target = multiprocessors, programs
 
 
 def conv_launches(B, cin, cout, h, k, s, p, dtype) -> list[tuple[str, Launch]]:

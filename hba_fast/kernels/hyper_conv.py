@@ -358,11 +358,19 @@ def _interp_blocks(m: int, n: int, k: int) -> dict:
     return {"BLOCK_M": caps[0], "BLOCK_N": caps[1], "BLOCK_K": caps[2], "GROUP_M": 8}
 
 
+def _multiprocessors(device: torch.device) -> int | None:
+    """Streaming multiprocessors of a CUDA device; None under the interpreter or off CUDA (no split-K there)."""
+    if _interpret() or device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _dw_split(m: int, tiles: int, device: torch.device) -> int:
     """Rows of the split-K reduction per program: enough programs to fill the GPU, >= 1024 rows each."""
-    if _interpret() or device.type != "cuda":
+    sms = _multiprocessors(device)
+    if sms is None:
         return m
-    target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    target = 2 * sms
     split = max(1, min(target // max(tiles, 1), triton.cdiv(m, 1024)))
     return triton.cdiv(triton.cdiv(m, split), 256) * 256
 
