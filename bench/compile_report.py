@@ -1,9 +1,10 @@
 """What the compiler makes of the hyper-layer kernels for a Hopper GPU, read on any machine (no GPU needed).
 
-The launchers of `hba_fast.kernels` run on meta tensors (real shapes, no memory) with Triton's launch calls
-recorded instead of run: each recorded launch is compiled for the target (default sm_90: H100/H200) with the
-ptxas bundled in the triton wheel, specialised exactly as Triton's JIT would (ints equal to 1, 16-divisible
-ints and pointers), for every autotuner config the launcher's pruning keeps. From each cubin:
+The launchers of `hba_fast.kernels` run on meta tensors (real shapes, no memory), their grids sized for 132
+multiprocessors (`hba_fast.kernels.target_multiprocessors`), with Triton's launch calls recorded instead of run:
+each recorded launch is compiled for the target (default sm_90: H100/H200) with the ptxas bundled in the triton
+wheel, specialised exactly as Triton's JIT would (ints equal to 1, 16-divisible ints and pointers), for every
+autotuner config the launcher's pruning keeps. From each cubin:
 
     regs     registers per thread (255 is the cap)
     stack    bytes of per-thread stack: > 0 means register spills to local memory
@@ -51,8 +52,9 @@ from bench_kernels import NETS  # noqa: E402
 
 from hba_fast.kernels import hyper_bn as hb  # noqa: E402
 from hba_fast.kernels import hyper_conv as hc  # noqa: E402
+from hba_fast.kernels import target_multiprocessors  # noqa: E402
 
-SMS = 132  # H100 SXM / H200: the launchers size split-K and split reductions by it
+SMS = 132  # H100 SXM / H200: the launchers size split-K and split reductions by it (meta tensors are not CUDA)
 
 
 @dataclass
@@ -87,18 +89,6 @@ def recorded_launches():
         JITFunction.run, Autotuner.run = jit_run, tuned_run
 
 
-@contextmanager
-def as_gpu(sms: int = SMS):
-    """The launchers' device-dependent sizing as on a GPU with `sms` multiprocessors (meta tensors are not CUDA)."""
-    multiprocessors, programs = hc._multiprocessors, hb._num_programs_target
-    hc._multiprocessors = lambda device: sms
-    hb._num_programs_target = lambda device: 4 * sms  # hyper_bn's rule for a CUDA device
-    try:
-        yield
-    finally:
-        hc._multiprocessors, hb._num_programs_target = multiprocessors, programs
-
-
 def conv_launches(B, cin, cout, h, k, s, p, dtype) -> list[tuple[str, Launch]]:
     """(kind, launch) of one hyper-conv forward and backward (fwd, dx, dw, dscale), channels_last like the GPU path."""
     meta = dict(device="meta", dtype=dtype)
@@ -110,7 +100,7 @@ def conv_launches(B, cin, cout, h, k, s, p, dtype) -> list[tuple[str, Launch]]:
     ho = (h + 2 * p - k) // s + 1
     dy = torch.empty(B, cout, ho, ho, **meta).contiguous(memory_format=cl)
     conv = ((s, s), (p, p), (1, 1))
-    with recorded_launches() as calls, as_gpu():
+    with recorded_launches() as calls, target_multiprocessors(SMS):
         hc._launch_fwd(x, w, w, scale, bias, bias, *conv, True, cl)
         hc._launch_dx(dy, w, w, scale, x.shape, cl, *conv)
         hc._launch_dw(x, dy, scale, w.shape, *conv)
@@ -123,7 +113,7 @@ def bn_launches(B, c, h, dtype) -> list[tuple[str, Launch]]:
     x = torch.empty(B, c, h, h, device="meta", dtype=dtype).contiguous(memory_format=torch.channels_last)
     gamma = torch.empty(B, c, device="meta")
     stats = torch.empty(c, device="meta")
-    with recorded_launches() as calls, as_gpu():
+    with recorded_launches() as calls, target_multiprocessors(SMS):
         _, mean, rstd = hb._forward_triton(x, gamma, gamma, stats, stats, True, 0.1, 1e-5)
         hb._backward_triton(torch.empty_like(x), x, gamma, mean, rstd, True, True, True, torch.float32)
     return [(f"bn:{launch.kernel.fn.__name__.strip('_')}", launch) for launch in calls]

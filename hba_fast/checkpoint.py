@@ -11,9 +11,7 @@ from pathlib import Path
 
 import torch
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint exists but cannot be read."""
+from .errors import CheckpointError  # noqa: F401 (re-exported where it used to live)
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

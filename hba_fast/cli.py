@@ -8,20 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, load_config
-from .distributed import DeviceError
-from .pipelines.base import BackendError
-from .schedule import ScheduleError
-from .trainer import NonFiniteLossError
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .datasets import DataError
-    from .session import RunFolderError
-
-    return (ConfigError, DataError, ScheduleError, DeviceError, BackendError, CheckpointError, NonFiniteLossError,
-            RunFolderError)
+from .config import load_config
+from .errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
             search(cfg)
         else:
-            from .evaluate import train
+            from .train import train
 
             train(cfg, schedule=args.schedule, augment=args.augment)
-    except _user_errors() as e:
+    except UserError as e:
         print(f"hba-fast: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,19 +18,55 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config value is unknown, of the wrong type or out of range; the message says how to fix it."""
+from .errors import ConfigError  # noqa: F401 (re-exported where it used to live)
 
 
 def _range(lo=None, hi=None, choices=None):
+    """Field metadata: bounds, and the valid choices (a tuple, or a function that reads them from a registry)."""
     return {"lo": lo, "hi": hi, "choices": choices}
+
+
+# Choices read from the registries that define them (read when a value is checked, so loading a config does not
+# import the models or kernels).
+def _datasets():
+    from .datasets import DATASETS
+
+    return DATASETS
+
+
+def _recipes():
+    from .pipelines.recipes import RECIPES
+
+    return ("auto", *RECIPES)
+
+
+def _backends():
+    from .pipelines.base import BACKENDS
+
+    return BACKENDS
+
+
+def _models():
+    from .models import MODELS
+
+    return tuple(MODELS)
+
+
+def _strategies():
+    from .models import STRATEGIES
+
+    return STRATEGIES
+
+
+def _kernel_impls():
+    from .kernels import IMPLS
+
+    return IMPLS
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = field(default="shapes10", metadata=_range(
-        choices=("shapes10", "cifar10", "cifar100", "svhn", "npz", "folder")))
+    dataset: str = field(default="shapes10", metadata=_range(choices=_datasets))
     path: str | None = None  # dataset root or file; None for the generated shapes10
     max_classes: int | None = field(default=None, metadata=_range(2))  # keep the first N classes (folder datasets)
     image_size: int = field(default=32, metadata=_range(8, 1024))  # px; folder datasets and shapes10
@@ -38,8 +74,8 @@ class DataConfig:
     num_val: int = field(default=10000, metadata=_range(0))  # images held out of train for the hyper steps
     num_test: int | None = field(default=None, metadata=_range(1))  # cap on test images (None: all)
     split_seed: int = 0  # seed of the reduced splits
-    recipe: str = field(default="auto", metadata=_range(choices=("auto", "cifar", "svhn", "imagenet", "none")))
-    backend: str = field(default="auto", metadata=_range(choices=("auto", "torch", "dali")))
+    recipe: str = field(default="auto", metadata=_range(choices=_recipes))  # auto: by dataset (recipes.py)
+    backend: str = field(default="auto", metadata=_range(choices=_backends))  # auto: DALI on CUDA when installed
     batch_size: int = field(default=128, metadata=_range(1))  # images per step and process
     num_threads: int = field(default=4, metadata=_range(1, 256))  # DALI CPU threads
     on_corrupt: str = field(default="skip", metadata=_range(choices=("skip", "error")))
@@ -59,11 +95,10 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = field(default="wrn-40-2", metadata=_range(choices=("wrn-40-2", "wrn-28-10", "resnet-50", "wrn-16-2")))
-    strategy: str = field(default="first_bn", metadata=_range(
-        choices=("conv+bn", "conv", "bn", "first_conv", "first_bn", "none")))
+    name: str = field(default="wrn-40-2", metadata=_range(choices=_models))  # a name in hba_fast.models.MODELS
+    strategy: str = field(default="first_bn", metadata=_range(choices=_strategies))  # weight sharing (paper 4.1)
     channels_last: bool = True  # memory format on CUDA
-    kernels: str = field(default="auto", metadata=_range(choices=("auto", "triton", "torch")))  # hyper-layer impl:
+    kernels: str = field(default="auto", metadata=_range(choices=_kernel_impls))  # hyper-layer impl:
     # auto = fused Triton kernels on CUDA tensors, torch elsewhere; torch = cuDNN/ATen everywhere
 
 
@@ -170,8 +205,9 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
     meta = f.metadata
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{where}={value!r} is not valid{_nearest(str(value), meta['choices'])}")
+    choices = meta["choices"]() if callable(meta.get("choices")) else meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}={value!r} is not valid{_nearest(str(value), choices)}")
     if meta.get("lo") is not None and value < meta["lo"]:
         raise ConfigError(f"{where}={value!r} is below its minimum {meta['lo']}")
     if meta.get("hi") is not None and value > meta["hi"]:

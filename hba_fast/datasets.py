@@ -13,7 +13,7 @@ Formats (`data_cfg.dataset`, `data_cfg.path`):
   nothing is held out of train.
 - `folder`: class folders of images, `path/train/<class>/*.jpg` and `path/val/<class>/...` or
   `path/test/<class>/...` (the test split; `val` is used when there is no `test`). Labels follow the sorted
-  class folder names. These splits hold `files` (for DALI); `materialize` decodes them with Pillow for the
+  class folder names. These splits hold `files` (for DALI); `decode_files` decodes them with Pillow for the
   torch path (shorter side resized to image_size, centre crop), skipping-and-counting or stopping at
   undecodable files per `data_cfg.on_corrupt`.
 - `shapes10`: generated (hba_fast.shapes10): num_val + num_train training images (num_val + 10,000 when
@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import DataError  # noqa: F401 (re-exported where it used to live)
+
 log = logging.getLogger(__name__)
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -49,16 +51,12 @@ MAX_DECODED_BYTES = 48 << 30  # the torch path decodes folder datasets in memory
 _STATS_SAMPLE = 256  # training files decoded to measure mean / std of a folder dataset
 
 
-class DataError(ValueError):
-    """A dataset path is missing, has the wrong layout, or cannot give the requested splits; says the fix."""
-
-
 @dataclass
 class ImageSet:
     images: torch.Tensor | None  # (N, 3, H, W) uint8, or None for file lists not yet decoded
     labels: torch.Tensor  # (N,) int64
     files: list[str] | None = None  # image files (folder datasets), aligned with labels
-    num_skipped: int = 0  # undecodable files dropped by `materialize`
+    num_skipped: int = 0  # undecodable files dropped by `decode_files`
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -234,6 +232,11 @@ def _read_folder(path: Path):
     return mk(train_files, train_labels), mk(test_files, test_labels), None, names, None
 
 
+READERS = {"cifar10": _read_cifar10, "cifar100": _read_cifar100, "svhn": _read_svhn, "npz": _read_npz,
+           "folder": _read_folder}
+DATASETS = ("shapes10", *READERS)  # every value data.dataset takes
+
+
 # ---- decoding file lists (torch path, folder statistics) ----
 
 def _decode(file: str, size: int) -> np.ndarray:
@@ -253,7 +256,7 @@ def _decode(file: str, size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def materialize(images: ImageSet, size: int, on_corrupt: str = "skip", num_threads: int = 4) -> ImageSet:
+def decode_files(images: ImageSet, size: int, on_corrupt: str = "skip", num_threads: int = 4) -> ImageSet:
     """Decode a file-list ImageSet to uint8 (N', 3, size, size) in memory; sets that hold images pass through.
 
     Undecodable files are skipped and counted (`num_skipped`, logged) with on_corrupt='skip', or stop the run
@@ -343,13 +346,11 @@ def load_splits(data_cfg) -> Splits:
         test = ImageSet(*make_shapes10(data_cfg.num_test or SHAPES10_DEFAULT_TEST, size, seed=0, split="test"))
         val, names, stats = None, list(CLASS_NAMES), None
     else:
-        readers = {"cifar10": _read_cifar10, "cifar100": _read_cifar100, "svhn": _read_svhn, "npz": _read_npz,
-                   "folder": _read_folder}
-        if dataset not in readers:
-            raise DataError(f"data.dataset must be one of {['shapes10', *readers]}, got {dataset!r}")
+        if dataset not in READERS:
+            raise DataError(f"data.dataset must be one of {DATASETS}, got {dataset!r}")
         if data_cfg.path is None:
             raise DataError(f"data.dataset={dataset!r} needs data.path (the dataset's folder or file)")
-        train, test, val, names, stats = readers[dataset](Path(data_cfg.path).expanduser())
+        train, test, val, names, stats = READERS[dataset](Path(data_cfg.path).expanduser())
         for name, split in (("train", train), ("test", test), ("val", val)):
             if split is not None and split.images is not None and tuple(split.images.shape[2:]) != (size, size):
                 h, w = split.images.shape[2:]
@@ -373,7 +374,7 @@ def load_splits(data_cfg) -> Splits:
             stats = channel_stats(train.images)
         else:  # folder: measure on a seeded sample of decoded training files
             idx = _seeded_perm(len(train), data_cfg.split_seed)[:_STATS_SAMPLE]
-            sample = materialize(train.subset(idx), min(size, 64), "skip", getattr(data_cfg, "num_threads", 4))
+            sample = decode_files(train.subset(idx), min(size, 64), "skip", getattr(data_cfg, "num_threads", 4))
             stats = channel_stats(sample.images)
     mean, std = stats
     return Splits(train, val, test, num_classes, tuple(mean), tuple(max(s, 1e-3) for s in std), names)
@@ -387,5 +388,5 @@ def with_images(splits: Splits, size: int, on_corrupt: str = "skip", num_threads
         raise DataError(f"decoding {files} images at {size}x{size} for the torch pipeline needs {need / 2**30:.0f} "
                         f"GiB of memory; use data.backend=dali (reads the JPEG files), or lower data.image_size / "
                         f"data.num_train / data.num_test")
-    return replace(splits, **{k: materialize(getattr(splits, k), size, on_corrupt, num_threads)
+    return replace(splits, **{k: decode_files(getattr(splits, k), size, on_corrupt, num_threads)
                               for k in ("train", "val", "test")})

@@ -1,4 +1,4 @@
-"""Process group and device set-up, for one process or several started by torchrun.
+"""Process group set-up, for one process or several started by torchrun (the device is picked in session.py).
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we then join a process group (NCCL for CUDA tensors, gloo for CPU
 tensors, so several processes run with train.device=cpu too, also on a machine without a GPU), each rank reads
@@ -11,10 +11,6 @@ import os
 from dataclasses import dataclass
 
 import torch
-
-
-class DeviceError(RuntimeError):
-    """The configured device is not available here."""
 
 
 @dataclass(frozen=True)
@@ -40,23 +36,6 @@ def setup_distributed() -> Dist:
             torch.cuda.set_device(local_rank)
         torch.distributed.init_process_group(backend=backend)
     return Dist(rank, world, local_rank)
-
-
-def pick_device(train_cfg, dist: Dist, log=print) -> torch.device:
-    """train.device auto|cpu|cuda -> a torch.device; cuda without a GPU stops, or falls back to the CPU when
-    train.allow_cpu_fallback is true."""
-    want = train_cfg.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda" and not torch.cuda.is_available():
-        if not train_cfg.allow_cpu_fallback:
-            raise DeviceError("train.device=cuda but no CUDA GPU is visible here; run on a GPU machine, or set "
-                              "train.device=cpu (or train.allow_cpu_fallback=true)")
-        log("train.device=cuda but no CUDA GPU is visible: falling back to the CPU (train.allow_cpu_fallback=true)")
-        want = "cpu"
-    if want == "cuda":
-        return torch.device("cuda", dist.local_rank)
-    return torch.device("cpu")
 
 
 def broadcast_parameters(module: torch.nn.Module, dist: Dist) -> None:

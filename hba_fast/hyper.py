@@ -35,8 +35,8 @@ For batch norm, phi0 is gamma = 1, beta = 0 and phiU "like phi0" is weight_u = 1
 1 + weight_v lam_i starts near 1 and carries lambda's gradient, beta starts at exactly 0. Models re-initialise
 phi0 with their own scheme (kaiming) and draw phiU the same way (see `hba_fast.models.strategy.init_weights_`).
 
-Each layer has an `impl` attribute ("auto" | "triton" | "torch") passed to the kernels; `set_hyper_impl(model,
-impl)` sets it on every hyper-layer of a model.
+Each layer has an `impl` attribute (one of `hba_fast.kernels.IMPLS`: "auto" | "triton" | "torch") passed to the
+kernels; `set_hyper_impl(model, impl)` validates it and sets it on every hyper-layer of a model.
 """
 from __future__ import annotations
 
@@ -47,10 +47,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from hba_fast.kernels import hyper_batch_norm, hyper_conv2d, hyper_linear
+from hba_fast.kernels import IMPLS as IMPLS  # re-exported: the valid `impl` values, owned by the kernels
+from hba_fast.kernels import check_impl, hyper_batch_norm, hyper_conv2d, hyper_linear
+from hba_fast.policy import LAM_DIM
 
 PHI_V_STD = 0.01  # std of phiV at initialisation is PHI_V_STD / sqrt(lam_dim) (STN's 0.01, see the docstring)
-IMPLS = ("auto", "triton", "torch")
 
 
 def check_lam(lam: Tensor, batch: int, lam_dim: int, where: str = "hyper-layer") -> bool:
@@ -122,7 +123,7 @@ class HyperConv2d(HyperModule):
     """Conv2d with theta(lam) = phi0 + diag(phiV lam) phiU (groups = 1, dilation = 1)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int | tuple[int, int], stride: int = 1,
-                 padding: int = 0, bias: bool = True, lam_dim: int = 54) -> None:
+                 padding: int = 0, bias: bool = True, lam_dim: int = LAM_DIM) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.lam_dim = in_ch, out_ch, lam_dim
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), stride, padding
@@ -169,7 +170,7 @@ class HyperLinear(HyperModule):
     """Linear with theta(lam) = phi0 + diag(phiV lam) phiU; x (B, in_f). `hba_fast.kernels.hyper_linear` is
     torch on every device (the classifier is tiny; that file says why), so `impl` is unused here."""
 
-    def __init__(self, in_f: int, out_f: int, bias: bool = True, lam_dim: int = 54) -> None:
+    def __init__(self, in_f: int, out_f: int, bias: bool = True, lam_dim: int = LAM_DIM) -> None:
         super().__init__()
         self.in_features, self.out_features, self.lam_dim = in_f, out_f, lam_dim
         self.impl = "auto"
@@ -214,7 +215,7 @@ class HyperBatchNorm2d(HyperModule):
     """BatchNorm2d (batch statistics, running averages as nn.BatchNorm2d) with a lambda-dependent affine."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 lam_dim: int = 54) -> None:
+                 lam_dim: int = LAM_DIM) -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum, self.lam_dim = num_features, eps, momentum, lam_dim
         self.impl = "auto"
@@ -294,9 +295,8 @@ def apply_layer(layer: nn.Module, x: Tensor, lam: Tensor | None) -> Tensor:
 
 
 def set_hyper_impl(model: nn.Module, impl: str) -> None:
-    """Set the kernel implementation ("auto" | "triton" | "torch") of every hyper-layer in `model`."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    """Set the kernel implementation (one of IMPLS: "auto" | "triton" | "torch") of every hyper-layer in `model`."""
+    check_impl(impl, "set_hyper_impl")
     for m in model.modules():
         if isinstance(m, HyperModule):
             m.impl = impl

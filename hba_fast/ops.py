@@ -20,6 +20,12 @@ CIFAR-10 images):
 - Cutout: a square of side round(m * min(H, W)) filled with (125, 122, 113) at a uniform random centre
   (cy, cx), rows [cy - s//2, cy - s//2 + s) clipped at the borders (PBA/AutoAugment's cutout).
 
+`OPS` is the one table of the ops (SPEC order): per op an `OpSpec` record with the magnitude range, whether the
+sign is random, the identity magnitude, the fill colour, whether it is one of the affine ops, the torch
+implementation and the name of the DALI implementation in `hba_fast/pipelines/dali_ops.py` (a name, not a
+function: DALI is optional and this module does not import it). The policy reads names, ranges and signs from it,
+the DALI backend also the fills, the affine set and its implementations.
+
 References: Pillow src/libImaging/{Geometry,Blend,Filter,Convert}.c and PIL/ImageOps.py, ImageEnhance.py;
 PBA augmentation_transforms.py (Ho et al. 2019); SPEC section 3.
 """
@@ -39,7 +45,8 @@ OpFn = Callable[[torch.Tensor, torch.Tensor, "torch.Generator | None"], torch.Te
 
 @dataclass(frozen=True)
 class OpSpec:
-    """One augmentation op: magnitude range [lo, hi], whether a random sign applies, and the torch implementation."""
+    """One augmentation op: magnitude range [lo, hi], whether a random sign applies, its fill colour, and its torch
+    and DALI implementations."""
 
     name: str
     lo: float  # weakest magnitude (0 for ops without one)
@@ -48,6 +55,11 @@ class OpSpec:
     has_magnitude: bool  # False: AutoContrast, Invert, Equalize (magnitude ignored)
     identity: float | None  # magnitude at which the op returns its input (None: no such value)
     fn: OpFn  # fn(images uint8 (B,3,H,W), magnitude float (B,), generator) -> uint8 (B,3,H,W)
+    fill: tuple[int, int, int] | None = None  # RGB uint8 of the pixels the op fills in (None: it fills none)
+    geometric: bool = False  # an affine op: a Pillow AFFINE matrix per sample, NEAREST sampling (DALI: one warp)
+    # Name of the DALI implementation in hba_fast/pipelines/dali_ops.py, f(img, m) -> img; the affine ops share
+    # "warp", which takes the sample's affine matrix (dali_ops.affine_matrices) instead of m. None: no DALI op.
+    dali_fn: str | None = None
 
 
 def _colour(rgb: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
@@ -318,21 +330,22 @@ def cutout_op(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator 
 # ---------------------------------------------------------------- the table (SPEC 3 order) and the entry point
 
 OPS: tuple[OpSpec, ...] = (
-    OpSpec("ShearX", 0.0, 0.3, True, True, 0.0, shear_x),
-    OpSpec("ShearY", 0.0, 0.3, True, True, 0.0, shear_y),
-    OpSpec("TranslateX", 0.0, 0.45, True, True, 0.0, translate_x),
-    OpSpec("TranslateY", 0.0, 0.45, True, True, 0.0, translate_y),
-    OpSpec("Rotate", 0.0, 30.0, True, True, 0.0, rotate),
-    OpSpec("AutoContrast", 0.0, 0.0, False, False, None, auto_contrast),
-    OpSpec("Invert", 0.0, 0.0, False, False, None, invert),
-    OpSpec("Equalize", 0.0, 0.0, False, False, None, equalize),
-    OpSpec("Solarize", 0.0, 255.0, False, True, 0.0, solarize),
-    OpSpec("Posterize", 0.0, 8.0, False, True, 0.0, posterize),
-    OpSpec("Contrast", 0.1, 1.9, False, True, 1.0, contrast),
-    OpSpec("Color", 0.1, 1.9, False, True, 1.0, color),
-    OpSpec("Brightness", 0.1, 1.9, False, True, 1.0, brightness),
-    OpSpec("Sharpness", 0.1, 1.9, False, True, 1.0, sharpness),
-    OpSpec("Cutout", 0.0, 0.2, False, True, 0.0, cutout_op),
+    #      name            lo   hi     signed has_mag identity fn (torch)     fill         geometric dali_fn
+    OpSpec("ShearX",       0.0, 0.3,   True,  True,   0.0,     shear_x,       FILL,        True,     "warp"),
+    OpSpec("ShearY",       0.0, 0.3,   True,  True,   0.0,     shear_y,       FILL,        True,     "warp"),
+    OpSpec("TranslateX",   0.0, 0.45,  True,  True,   0.0,     translate_x,   FILL,        True,     "warp"),
+    OpSpec("TranslateY",   0.0, 0.45,  True,  True,   0.0,     translate_y,   FILL,        True,     "warp"),
+    OpSpec("Rotate",       0.0, 30.0,  True,  True,   0.0,     rotate,        FILL,        True,     "warp"),
+    OpSpec("AutoContrast", 0.0, 0.0,   False, False,  None,    auto_contrast, None,        False,    "auto_contrast"),
+    OpSpec("Invert",       0.0, 0.0,   False, False,  None,    invert,        None,        False,    "invert"),
+    OpSpec("Equalize",     0.0, 0.0,   False, False,  None,    equalize,      None,        False,    "equalize"),
+    OpSpec("Solarize",     0.0, 255.0, False, True,   0.0,     solarize,      None,        False,    "solarize"),
+    OpSpec("Posterize",    0.0, 8.0,   False, True,   0.0,     posterize,     None,        False,    "posterize"),
+    OpSpec("Contrast",     0.1, 1.9,   False, True,   1.0,     contrast,      None,        False,    "contrast"),
+    OpSpec("Color",        0.1, 1.9,   False, True,   1.0,     color,         None,        False,    "color"),
+    OpSpec("Brightness",   0.1, 1.9,   False, True,   1.0,     brightness,    None,        False,    "brightness"),
+    OpSpec("Sharpness",    0.1, 1.9,   False, True,   1.0,     sharpness,     None,        False,    "sharpness"),
+    OpSpec("Cutout",       0.0, 0.2,   False, True,   0.0,     cutout_op,     CUTOUT_FILL, False,    "cutout"),
 )
 OP_INDEX: dict[str, int] = {op.name: k for k, op in enumerate(OPS)}
 

@@ -47,7 +47,8 @@ class SearchSpace:
     lam_dim: int = NUM_SLOTS + 2 * sum(op.has_magnitude for op in OPS)  # 54
 
     def __init__(self) -> None:
-        self.slot_ops: tuple[int, ...] = tuple(j % NUM_OPS for j in range(NUM_SLOTS))
+        self.slot_ops: tuple[int, ...] = tuple(j % NUM_OPS for j in range(NUM_SLOTS))  # op index of each slot
+        self.slot_copies: tuple[int, ...] = tuple(j // NUM_OPS for j in range(NUM_SLOTS))  # 0 or 1: which copy
         # Slots whose op has a magnitude, in slot order: lambda[30 + i] belongs to slot mag_slots[i].
         self.mag_slots: tuple[int, ...] = tuple(j for j in range(NUM_SLOTS) if OPS[self.slot_ops[j]].has_magnitude)
         assert self.lam_dim == NUM_SLOTS + len(self.mag_slots) == 54
@@ -66,7 +67,7 @@ class SearchSpace:
 
     def slot_names(self) -> list[str]:
         """'ShearX.0', ..., 'Cutout.0', 'ShearX.1', ..., 'Cutout.1' (op name . copy)."""
-        return [f"{OPS[k].name}.{j // NUM_OPS}" for j, k in enumerate(self.slot_ops)]
+        return [f"{OPS[k].name}.{c}" for k, c in zip(self.slot_ops, self.slot_copies)]
 
     def bounds(
         self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
@@ -115,6 +116,9 @@ class SearchSpace:
     def init_lam(self, device: torch.device | str | None = None) -> torch.Tensor:
         """lambda (54,) float32 decoding to 0.95 lo + 0.05 hi for every probability and magnitude."""
         return torch.full((self.lam_dim,), math.log(0.05 / 0.95), dtype=torch.float32, device=device)
+
+
+LAM_DIM = SearchSpace.lam_dim  # 54: the length of lambda, the default lam_dim of every hyper-layer and model
 
 
 @dataclass(frozen=True)

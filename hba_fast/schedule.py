@@ -14,22 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ScheduleError  # noqa: F401 (re-exported where it used to live)
 from .ops import OPS
+from .policy import SearchSpace
 
 FORMAT = "hba-fast-schedule/1"
 
 
-class ScheduleError(ValueError):
-    """A schedule file is missing or not a schedule written by `hba-fast search`."""
-
-
 def write_schedule(path: str | Path, entries: list[dict], config: dict, environment: dict) -> None:
-    epochs = []
+    space, epochs = SearchSpace(), []
     for entry in entries:
         slots = []
         for j, (p, m) in enumerate(zip(entry["probs"], entry["mags"])):
-            op = OPS[j % len(OPS)]
-            slots.append({"slot": j, "op": op.name, "copy": j // len(OPS), "prob": round(float(p), 6),
+            op = OPS[space.slot_ops[j]]
+            slots.append({"slot": j, "op": op.name, "copy": space.slot_copies[j], "prob": round(float(p), 6),
                           "magnitude": round(float(m), 6) if op.has_magnitude else None})
         epochs.append({"epoch": entry["epoch"], "lam": [round(float(v), 6) for v in entry["lam"]], "slots": slots})
     doc = {"format": FORMAT, "ops": [op.name for op in OPS], "epochs": epochs, "config": config,
@@ -56,8 +54,8 @@ def read_schedule(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except (KeyError, TypeError, ValueError) as e:
         raise ScheduleError(f"{path}: malformed epoch entries ({type(e).__name__}: {e}); every epoch needs "
                             f"'slots', each with 'prob' and 'magnitude'") from None
-    if probs.shape[1] != 2 * len(OPS):
-        raise ScheduleError(f"{path}: each epoch needs {2 * len(OPS)} slots, found {probs.shape[1]}")
+    if probs.shape[1] != SearchSpace.num_slots:
+        raise ScheduleError(f"{path}: each epoch needs {SearchSpace.num_slots} slots, found {probs.shape[1]}")
     if not ((probs >= 0) & (probs <= 1)).all() or not np.isfinite(mags).all():
         raise ScheduleError(f"{path}: probabilities must lie in [0, 1] and magnitudes be finite numbers")
     return probs, mags
@@ -73,10 +71,10 @@ def plot_schedule(path: str | Path, entries: list[dict]) -> None:
     epochs = np.array([e["epoch"] + 1 for e in entries])
     probs = np.array([e["probs"] for e in entries])  # (E, 30)
     mags = np.array([e["mags"] for e in entries])  # (E, 30)
-    n = len(OPS)
+    slot_ops = np.array(SearchSpace().slot_ops)  # (30,) op index of each slot
     norm = np.zeros_like(mags)
-    for j in range(2 * n):
-        op = OPS[j % n]
+    for j, k in enumerate(slot_ops):
+        op = OPS[k]
         if op.has_magnitude:
             norm[:, j] = (mags[:, j] - op.lo) / (op.hi - op.lo)
     fig, (ax_m, ax_p) = plt.subplots(1, 2, figsize=(13, 4.5))
@@ -84,7 +82,7 @@ def plot_schedule(path: str | Path, entries: list[dict]) -> None:
     ax_m.set(title="(a) sum of magnitudes (each normalised to its range)", xlabel="epoch", ylabel="sum")
     cmap = plt.get_cmap("tab20")
     for k, op in enumerate(OPS):
-        ax_p.plot(epochs, probs[:, k] + probs[:, k + n], label=op.name, color=cmap(k))
+        ax_p.plot(epochs, probs[:, slot_ops == k].sum(1), label=op.name, color=cmap(k))
     ax_p.set(title="(b) probability of each op (both copies)", xlabel="epoch", ylabel="probability")
     ax_p.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()

@@ -1,7 +1,8 @@
 """`hba-fast search`: the data flow of an HBA search (paper Algorithm 1), in one screen.
 
-    config -> datasets -> policy sampler (lambda + eps_i) -> pipeline (augments with lambda_i, hands lambda_i back)
-           -> model with hyper-layers -> trainer (weight steps on phi, hyper steps on lambda)
+    config -> datasets -> hyperparameters lambda (Hyperparams: draws lambda_i = lambda + eps_i, steps lambda)
+           -> pipeline (augments sample i with lambda_i, hands lambda_i on) -> model with hyper-layers
+           -> trainer (weight steps on phi, hyper steps on lambda)
            -> schedule.json + schedule.png + model.pt (theta(lambda*) as a plain model) in the run folder
 """
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .config import Config, ConfigError
 from .datasets import load_splits
 from .hyper import set_hyper_impl
+from .hyperparams import Hyperparams
 from .models import build_model, materialize
 from .pipelines import build_pipeline
-from .pipelines.sampler import SearchSampler
 from .policy import SearchSpace
 from .schedule import plot_schedule, write_schedule
 from .session import place_model, start_run
@@ -31,31 +31,29 @@ def search(cfg: Config) -> Path:
     with start_run(cfg) as run:
         splits = load_splits(cfg.data)
         space = SearchSpace()
-        lam = nn.Parameter(space.init_lam().to(run.device))  # (54,) the augmentation hyperparameters, unbounded
-        sampler = SearchSampler(lam, cfg.policy.sigma, space, generator=torch.Generator(run.device).manual_seed(
-            cfg.train.seed * 1000 + run.dist.rank))
-        pipeline = build_pipeline(cfg.data, splits, sampler, run.device, shard=(run.dist.rank, run.dist.world),
+        hyper = Hyperparams(space, cfg.policy.sigma, cfg.optim.hyper_lr, run.device, generator=torch.Generator(
+            run.device).manual_seed(cfg.train.seed * 1000 + run.dist.rank))
+        pipeline = build_pipeline(cfg.data, splits, hyper.sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
-        model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy)
+        model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim)
         set_hyper_impl(model, cfg.model.kernels)
         model, channels_last = place_model(model, run, cfg.model.channels_last)
         run.log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} val), "
                      f"{cfg.model.name} [{cfg.model.strategy}], kernels {cfg.model.kernels}, "
                      f"{type(pipeline).__name__} on {run.device}")
 
-        trainer = Trainer(model, pipeline, lam, cfg.optim, cfg.train, run.device, run.log, space=space,
-                          world=run.dist.world, stateful={"sampler": sampler}, channels_last=channels_last)
+        trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, hyper, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(run.log.dir / "checkpoint.pt")
         trainer.fit()
 
         test = trainer.evaluate("test")
         if run.dist.is_main:
-            out = run.log.dir
-            write_schedule(out / "schedule.json", trainer.schedule, cfg.to_dict(), run.env)
-            plot_schedule(out / "schedule.png", trainer.schedule)
-            torch.save({"model": cfg.model.name, "num_classes": splits.num_classes, "lam": lam.detach().cpu(),
-                        "state_dict": materialize(model, lam.detach()).state_dict()}, out / "model.pt")
+            out, lam = run.log.dir, hyper.lam.detach()
+            write_schedule(out / "schedule.json", hyper.schedule, cfg.to_dict(), run.env)
+            plot_schedule(out / "schedule.png", hyper.schedule)
+            torch.save({"model": cfg.model.name, "num_classes": splits.num_classes, "lam": lam.cpu(),
+                        "state_dict": materialize(model, lam).state_dict()}, out / "model.pt")
             run.log.metrics({"kind": "final", **{f"test_{k}": v for k, v in test.items()}})
             run.log.info(f"done: test error of theta(lambda*) {test.get('error', float('nan')):.4f}; "
                          f"schedule, plot and model in {out}")

@@ -8,7 +8,6 @@ earlier run unless it resumes it), picks the device, records config and environm
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,20 +16,42 @@ import torch
 import yaml
 from torch import nn
 
-from .distributed import DeviceError, Dist, broadcast_parameters, pick_device, setup_distributed, teardown
+from .distributed import Dist, broadcast_parameters, setup_distributed, teardown
+from .errors import DeviceError, RunFolderError
 from .runlog import RunLog, environment
-
-
-class RunFolderError(RuntimeError):
-    """The run folder holds an earlier run that this one would overwrite."""
 
 
 @dataclass(frozen=True)
 class Run:
+    """One process's view of a run: its place among the processes, its run folder and log, its device."""
+
     dist: Dist
     log: RunLog
     device: torch.device
     env: dict  # versions, device, git sha
+
+    @classmethod
+    def local(cls, out_dir: str | Path, device: torch.device | str = "cpu", progress: bool = False) -> Run:
+        """A single-process run writing into `out_dir`, for using the parts from Python (tests, notebooks)."""
+        device = torch.device(device)
+        return cls(Dist(), RunLog(out_dir, progress=progress), device, {"device": str(device)})
+
+
+def pick_device(train_cfg, dist: Dist, log=print) -> torch.device:
+    """train.device auto|cpu|cuda -> a torch.device; cuda without a GPU stops, or falls back to the CPU when
+    train.allow_cpu_fallback is true."""
+    want = train_cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda" and not torch.cuda.is_available():
+        if not train_cfg.allow_cpu_fallback:
+            raise DeviceError("train.device=cuda but no CUDA GPU is visible here; run on a GPU machine, or set "
+                              "train.device=cpu (or train.allow_cpu_fallback=true)")
+        log("train.device=cuda but no CUDA GPU is visible: falling back to the CPU (train.allow_cpu_fallback=true)")
+        want = "cpu"
+    if want == "cuda":
+        return torch.device("cuda", dist.local_rank)
+    return torch.device("cpu")
 
 
 def check_run_folder(out_dir: Path, config: dict, resume: bool) -> None:
@@ -58,7 +79,9 @@ def check_run_folder(out_dir: Path, config: dict, resume: bool) -> None:
 
 def check_gpu_options(cfg, device: torch.device) -> None:
     """GPU-only options on a run without a GPU are an error that says so (SPEC section 8)."""
-    if cfg.model.kernels == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    from .kernels import interpreting
+
+    if cfg.model.kernels == "triton" and device.type != "cuda" and not interpreting():
         raise DeviceError("model.kernels=triton needs a CUDA GPU (or TRITON_INTERPRET=1, which is slow); "
                           "set model.kernels=auto to use the fused kernels where a GPU is present")
 

@@ -10,8 +10,9 @@ One round = `t_train` weight steps, then `t_val` hyper steps:
         Batch norm uses batch statistics, as in the weight steps, but leaves the running statistics alone
         (momentum 0 for the step), so validation data never leak into the model's running statistics.
 
-With `t_val = 0` (or a model without hyper-layers and a pipeline without lambda) this is a plain trainer,
-used by `hba-fast train` for the paper's evaluation protocol.
+lambda itself, its Adam optimiser, its per-sample draw and the per-epoch schedule live in `Hyperparams`
+(hyperparams.py); the trainer only computes the losses and asks it to step. Without one (`hyper=None`, and then
+`t_val = 0`) this is a plain trainer, used by `hba-fast train` for the paper's evaluation protocol.
 
 No host syncs inside a step: losses are accumulated on the device and read every `log_every` steps, where a
 non-finite loss is also detected (the first bad step is tracked on the device, and agreed on by every rank). Every
@@ -19,7 +20,7 @@ stateful part has `state_dict()` / `load_state_dict()`; checkpoints are written 
 
 Several processes (torchrun): gradients of phi and lambda are averaged across ranks after each backward, so phi
 and lambda stay identical everywhere; batch-norm running statistics are averaged at the end of each epoch. Each
-rank's own randomness and data position (pipeline, sampler, RNG) are gathered into the checkpoint, which rank 0
+rank's own randomness and data position (pipeline with its sampler, RNG) are gathered into the checkpoint, which rank 0
 alone writes, and every rank resumes from its own entry.
 """
 from __future__ import annotations
@@ -35,11 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .runlog import RunLog
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the run stopped and the last good checkpoint is kept."""
+from .errors import NonFiniteLossError
+from .hyperparams import Hyperparams, NoHyperparams
+from .pipelines.base import Pipeline
+from .session import Run
 
 
 def lr_factor(optim_cfg, epoch_float: float, total_epochs: int) -> float:
@@ -67,6 +67,9 @@ def frozen_bn_statistics(model: nn.Module):
             m.momentum = momentum
 
 
+CHECKPOINT_FORMAT = 2  # the layout of Trainer.state_dict(); older checkpoints are refused
+
+
 @dataclass
 class Meter:
     """Device-side sums of a scalar, read at log time only."""
@@ -91,35 +94,33 @@ class Meter:
 
 
 class Trainer:
-    """Alternating HBA updates of phi (SGD) and lambda (Adam) over a pipeline; see the module docstring."""
+    """Alternating HBA updates of phi (SGD) and lambda (`Hyperparams`) over a pipeline; see the module docstring."""
 
-    def __init__(self, model: nn.Module, pipeline, lam: nn.Parameter | None, optim_cfg, train_cfg,
-                 device: torch.device, log: RunLog, space=None, world: int = 1, stateful: dict | None = None,
-                 channels_last: bool = False):
-        self.model, self.pipeline, self.lam = model, pipeline, lam
-        self.stateful = stateful or {}  # further parts saved in checkpoints (e.g. the policy sampler's RNG)
-        self.optim_cfg, self.cfg, self.device, self.log, self.space = optim_cfg, train_cfg, device, log, space
-        self.world = world
+    def __init__(self, model: nn.Module, pipeline: Pipeline, run: Run, optim_cfg, train_cfg,
+                 hyper: Hyperparams | None = None, channels_last: bool = False):
+        assert hyper is not None or train_cfg.t_val == 0, "hyper steps need Hyperparams"
+        self.model, self.pipeline, self.run = model, pipeline, run
+        self.hyper = hyper if hyper is not None else NoHyperparams()
+        self.optim_cfg, self.cfg = optim_cfg, train_cfg
+        self.device, self.log, self.world = run.device, run.log, run.dist.world
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.steps_per_epoch = pipeline.steps_per_epoch
         if train_cfg.steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, train_cfg.steps_per_epoch)
-        fused = device.type == "cuda"
+        fused = self.device.type == "cuda"
         self.opt_phi = torch.optim.SGD(model.parameters(), lr=optim_cfg.lr, momentum=optim_cfg.momentum,
                                        nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay,
                                        **({"fused": True} if fused else {}))
-        self.opt_lam = torch.optim.Adam([lam], lr=optim_cfg.hyper_lr) if self._searching() else None
-        amp = train_cfg.amp == "bf16" or (train_cfg.amp == "auto" and device.type == "cuda")
-        self.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+        amp = train_cfg.amp == "bf16" or (train_cfg.amp == "auto" and self.device.type == "cuda")
+        self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp)
         self.epoch, self.step = 0, 0
-        self.schedule: list[dict] = []  # one decoded policy per finished epoch (searching only)
-        self._lam_sum = torch.zeros_like(lam.detach()) if self._searching() else None
-        self._lam_count = 0
-        self._train_loss, self._val_loss = Meter(device), Meter(device)
-        self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self._train_loss, self._val_loss = Meter(self.device), Meter(self.device)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
 
-    def _searching(self) -> bool:
-        return self.lam is not None and self.cfg.t_val > 0
+    @property
+    def schedule(self) -> list[dict]:
+        """One decoded policy per finished epoch (empty when nothing is searched)."""
+        return self.hyper.schedule
 
     # ----------------------------------------------------------------------------------------- steps
     def _set_lr(self) -> None:
@@ -130,12 +131,15 @@ class Trainer:
     def _check_finite(self, loss: torch.Tensor) -> None:
         self._first_bad.masked_fill_((~torch.isfinite(loss.detach())) & (self._first_bad < 0), self.step)
 
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
+        with self.autocast():
+            logits = self.model(images.contiguous(memory_format=self.memory_format), lam)
+        return F.cross_entropy(logits.float(), labels)
+
     def weight_step(self, batch) -> None:
         """Eq. 13: one SGD step on phi with per-sample lambda_i (already used by the pipeline's augmentation)."""
         self._set_lr()
-        with self.autocast():
-            logits = self.model(batch.images.contiguous(memory_format=self.memory_format), batch.lam)
-            loss = F.cross_entropy(logits.float(), batch.labels)
+        loss = self._loss(batch.images, batch.labels, batch.lam)
         self.opt_phi.zero_grad(set_to_none=True)
         loss.backward()
         self._all_reduce([p.grad for p in self.model.parameters() if p.grad is not None])
@@ -147,20 +151,14 @@ class Trainer:
     def hyper_step(self) -> None:
         """Eq. 11: one Adam step on lambda from a clean validation batch through theta(lambda)."""
         batch = self.pipeline.val_batch()
-        with frozen_bn_statistics(self.model), self.autocast():
-            logits = self.model(batch.images.contiguous(memory_format=self.memory_format), self.lam)
-            loss = F.cross_entropy(logits.float(), batch.labels)
-        (grad,) = torch.autograd.grad(loss, [self.lam])
-        self._all_reduce([grad])
-        self.lam.grad = grad
-        self.opt_lam.step()
-        self.opt_lam.zero_grad(set_to_none=True)
+        with frozen_bn_statistics(self.model):
+            loss = self._loss(batch.images, batch.labels, self.hyper.lam)
+        self.hyper.step(loss, self._all_reduce)
         self._val_loss.add(loss)
         self._check_finite(loss)
-        self._lam_sum += self.lam.detach()
-        self._lam_count += 1
 
     def _all_reduce(self, tensors: list[torch.Tensor]) -> None:
+        """Average tensors over the ranks, in place."""
         if self.world == 1 or not tensors:
             return
         flat = torch.cat([t.reshape(-1) for t in tensors])
@@ -183,7 +181,7 @@ class Trainer:
             for i, batch in enumerate(itertools.islice(self.pipeline.train_epoch(self.epoch), self.steps_per_epoch)):
                 self.weight_step(batch)
                 seen += batch.labels.shape[0] * self.world
-                if self._searching() and self.step % self.cfg.t_train == 0:
+                if self.step % self.cfg.t_train == 0:
                     for _ in range(self.cfg.t_val):
                         self.hyper_step()
                 if self.step % self.cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
@@ -205,22 +203,16 @@ class Trainer:
                 f"the loss became NaN/Inf at step {first_bad} (epoch {self.epoch}); the run stopped and the last "
                 f"good checkpoint is kept. Lower optim.lr / optim.hyper_lr, or try train.amp=off")
         row = {"kind": "train", "epoch": self.epoch, "step": self.step, "lr": self.opt_phi.param_groups[0]["lr"],
-               "train_loss": self._train_loss.pop(), "images_per_s": round(images_per_s, 1)}
-        if self._searching():
-            row["hyper_val_loss"] = self._val_loss.pop()
-        self.log.metrics(row)
+               "train_loss": self._train_loss.pop(), "images_per_s": round(images_per_s, 1),
+               "hyper_val_loss": self._val_loss.pop()}
+        self.log.metrics({k: v for k, v in row.items() if v is not None})
 
     def _end_epoch(self, images_per_s: float) -> None:
         # Every rank evaluates, and rank 0 saves, the same model: running statistics averaged across ranks.
         self._all_reduce([b for b in self.model.buffers() if b.is_floating_point()])
-        row = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "images_per_s": round(images_per_s, 1)}
-        if self._searching():
-            mean_lam = self._lam_sum / self._lam_count if self._lam_count else self.lam.detach()
-            probs, mags = self.space.decode(mean_lam.float().cpu())
-            self.schedule.append({"epoch": self.epoch, "lam": mean_lam.cpu().tolist(),
-                                  "probs": probs.tolist(), "mags": mags.tolist()})
-            self._lam_sum.zero_()
-            self._lam_count = 0
+        row = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "images_per_s": round(images_per_s, 1),
+               **self.hyper.metrics()}
+        self.hyper.end_epoch(self.epoch)
         if self.cfg.eval_every and ((self.epoch + 1) % self.cfg.eval_every == 0 or self.epoch + 1 == self.cfg.epochs):
             row.update({f"val_{k}": v for k, v in self.evaluate("val").items()})
         self.epoch += 1
@@ -234,7 +226,7 @@ class Trainer:
         """Loss and top-1 error of theta(lambda) (one shared lambda) over one clean pass of a split."""
         self.model.eval()
         total, loss_sum, wrong = 0, torch.zeros((), device=self.device), torch.zeros((), device=self.device)
-        lam = self.lam.detach() if self.lam is not None else None
+        lam = None if self.hyper.lam is None else self.hyper.lam.detach()
         for batch in self.pipeline.eval_batches(split):
             with self.autocast():
                 logits = self.model(batch.images.contiguous(memory_format=self.memory_format), lam).float()
@@ -258,7 +250,6 @@ class Trainer:
         """This process's own randomness and data position (they differ between ranks)."""
         return {
             "pipeline": self.pipeline.state_dict(),
-            "stateful": {name: part.state_dict() for name, part in self.stateful.items()},
             "rng": {"cpu": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
         }
@@ -270,35 +261,25 @@ class Trainer:
         if self.world > 1:
             ranks = [None] * self.world
             torch.distributed.all_gather_object(ranks, self._rank_state())
-        return {
-            "epoch": self.epoch, "step": self.step, "schedule": self.schedule,
-            "model": self.model.state_dict(), "opt_phi": self.opt_phi.state_dict(),
-            "lam": None if self.lam is None else self.lam.detach().clone(),
-            "opt_lam": None if self.opt_lam is None else self.opt_lam.state_dict(),
-            "ranks": ranks,
-        }
+        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step,
+                "model": self.model.state_dict(), "opt_phi": self.opt_phi.state_dict(),
+                "hyper": self.hyper.state_dict(), "ranks": ranks}
 
     def load_state_dict(self, state: dict) -> None:
-        ranks = state.get("ranks")
-        if ranks is None:
-            raise CheckpointError("the checkpoint was written by an older hba-fast (no per-rank state); start the "
-                                  "run afresh in another folder (--set run.out_dir=...)")
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError("the checkpoint was written by another version of hba-fast; start the run afresh "
+                                  "in another folder (--set run.out_dir=...)")
+        ranks = state["ranks"]
         if len(ranks) != self.world:  # shards, steps per epoch and the lr schedule would all change
             raise CheckpointError(f"the checkpoint was written by {len(ranks)} process(es), this run has "
                                   f"{self.world}; resume it with torchrun --nproc_per_node={len(ranks)}, or start "
                                   f"afresh in another folder (--set run.out_dir=...)")
-        self.epoch, self.step, self.schedule = state["epoch"], state["step"], list(state["schedule"])
+        self.epoch, self.step = state["epoch"], state["step"]
         self.model.load_state_dict(state["model"])
         self.opt_phi.load_state_dict(state["opt_phi"])
-        if self.lam is not None and state["lam"] is not None:
-            with torch.no_grad():
-                self.lam.copy_(state["lam"])
-        if self.opt_lam is not None and state["opt_lam"] is not None:
-            self.opt_lam.load_state_dict(state["opt_lam"])
+        self.hyper.load_state_dict(state["hyper"])
         own = ranks[torch.distributed.get_rank() if self.world > 1 else 0]
         self.pipeline.load_state_dict(own["pipeline"])
-        for name, part in self.stateful.items():
-            part.load_state_dict(own["stateful"][name])
         torch.set_rng_state(own["rng"]["cpu"].cpu())  # RNG states must be CPU byte tensors
         if own["rng"]["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(own["rng"]["cuda"].cpu(), self.device)

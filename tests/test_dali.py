@@ -23,12 +23,12 @@ pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip ins
 
 from PIL import Image, ImageEnhance, ImageOps
 
-from hba_fast.ops import OPS, apply_op
-from hba_fast.pipelines import dali_apply_op
+from hba_fast.errors import DataError
+from hba_fast.ops import OP_INDEX, OPS, apply_op
+from hba_fast.pipelines import dali_apply_op, dali_ops
 from hba_fast.pipelines.base import PolicySample
-from hba_fast.pipelines.dali_ops import CUTOUT_FILL, OP_NAMES
 from hba_fast.pipelines.dali_pipeline import DaliPipeline
-from hba_fast.pipelines.dali_readers import CorruptImageError, draw_policy, epoch_order
+from hba_fast.pipelines.dali_readers import CorruptImageError, draw_policy, epoch_order, scan_jpegs
 
 B = 16
 
@@ -72,8 +72,15 @@ def batch(cifar_mini):
     return torch.from_numpy(cifar_mini["train_images"][:B]).permute(0, 3, 1, 2).contiguous()  # (B, 3, 32, 32)
 
 
-def test_op_names_follow_the_ops_table():
-    assert OP_NAMES == tuple(op.name for op in OPS)
+def test_every_op_has_a_dali_implementation():
+    """OPS names each op's function in dali_ops; the affine ops (SPEC 3) are the one warp, filled with 128."""
+    for op in OPS:
+        impl = getattr(dali_ops, op.dali_fn or "", None)
+        assert callable(impl), f"{op.name}: dali_ops has no function {op.dali_fn!r}"
+        assert dali_ops.OP_FNS[op.name] is impl
+        assert (impl is dali_ops.warp) == op.geometric, op.name
+    assert [op.name for op in OPS if op.geometric] == ["ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"]
+    assert dali_ops.GEOMETRIC_FILL == 128 and dali_ops.CUTOUT_FILL == (125, 122, 113)
 
 
 @pytest.mark.parametrize("spec", [op for op in OPS if op.name != "Cutout"], ids=lambda s: s.name)
@@ -109,7 +116,7 @@ def test_luts_on_flat_and_few_level_images():
 def test_cutout_is_a_clipped_square(batch):
     mags = np.linspace(0.0, 0.2, B).astype(np.float32)
     got = dali_apply_op(batch, "Cutout", torch.from_numpy(mags)).numpy()
-    fill = np.array(CUTOUT_FILL, np.uint8)[:, None, None]
+    fill = np.array(OPS[OP_INDEX["Cutout"]].fill, np.uint8)[:, None, None]
     for i in range(B):
         side = round(float(mags[i]) * 32)
         filled = (got[i] == fill).all(axis=0)  # (H, W)
@@ -135,9 +142,9 @@ def test_rounded_magnitudes_tie_to_even_as_torch():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", OP_NAMES)
+@pytest.mark.parametrize("name", [op.name for op in OPS])
 def test_gpu_ops_match_cpu(batch, name):
-    spec = OPS[OP_NAMES.index(name)]
+    spec = OPS[OP_INDEX[name]]
     mags = torch.from_numpy(_magnitudes(spec, B, seed=1))
     cpu = dali_apply_op(batch, name, mags, device="cpu")
     gpu = dali_apply_op(batch.cuda(), name, mags, device="gpu").cpu()
@@ -208,6 +215,12 @@ class RecordingSampler:
         mags = torch.tensor([OPS[j % 15].lo + 0.7 * (OPS[j % 15].hi - OPS[j % 15].lo) for j in range(30)])
         return PolicySample(probs, mags.expand(batch_size, 30), lam)
 
+    def state_dict(self):  # the pipelines checkpoint their sampler
+        return {"generator": self.g.get_state()}
+
+    def load_state_dict(self, state):
+        self.g.set_state(state["generator"])
+
 
 def _image_set(images_hwc, labels):
     return pytypes.SimpleNamespace(images=torch.from_numpy(images_hwc).permute(0, 3, 1, 2).contiguous(),
@@ -256,7 +269,7 @@ def test_pipeline_applies_the_draw_it_reports(splits):
         x = raw[i:i + 1]
         for pos in range(2):
             if ops[i, pos] >= 0:
-                x = apply_op(x, OP_NAMES[ops[i, pos]], torch.tensor([mags[i, pos]]))
+                x = apply_op(x, OPS[ops[i, pos]].name, torch.tensor([mags[i, pos]]))
         want = ((x.float() - mean) / std)[0].numpy()
         bad = ~np.isclose(images[i], want, atol=1e-4)
         assert bad.mean() <= 2e-3, f"sample {i}, ops {ops[i]}: {bad.mean():.3%} differ"
@@ -340,12 +353,24 @@ def test_stream_continues_across_epochs_under_islice(splits):
 
 def test_schedule_sampler_batches_carry_no_lam(splits):
     """A ScheduleSampler has no lambda_i: batches say lam=None (Batch contract), as on the torch path."""
-    from hba_fast.pipelines.sampler import ScheduleSampler
+    from hba_fast.hyperparams import ScheduleSampler
 
     sampler = ScheduleSampler((torch.full((2, 30), 0.5), torch.zeros(2, 30)), epochs=2)
     pipe = DaliPipeline(data_cfg(recipe="none"), splits, sampler, torch.device("cpu"))
     b = next(pipe.train_epoch(0))
     assert b.lam is None and b.images.shape == (32, 3, 32, 32)
+
+
+def test_bad_data_raises_the_torch_paths_errors(splits):
+    """The DALI path raises the hba_fast.errors types the torch path raises for the same data, with the fix."""
+    with pytest.raises(DataError, match="fewer than one batch.*lower data.batch_size"):
+        DaliPipeline(data_cfg(batch_size=512), splits, None, torch.device("cpu"))
+    empty = pytypes.SimpleNamespace(images=splits.val.images[:0], labels=splits.val.labels[:0], files=None)
+    no_val = pytypes.SimpleNamespace(**{**vars(splits), "val": empty})
+    with pytest.raises(DataError, match="validation split is empty.*data.num_val > 0"):
+        DaliPipeline(data_cfg(), no_val, None, torch.device("cpu")).val_batch()
+    with pytest.raises(DataError, match="data.on_corrupt"):
+        scan_jpegs([], np.zeros(0, np.int64), "ignore")
 
 
 @pytest.mark.gpu

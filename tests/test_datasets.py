@@ -12,7 +12,7 @@ import torch
 from conftest import SHARED_DATA
 
 from hba_fast import shapes10
-from hba_fast.datasets import DataError, load_splits, materialize, with_images
+from hba_fast.datasets import DataError, decode_files, load_splits, with_images
 
 
 def make_cfg(**kw):
@@ -202,7 +202,7 @@ def test_folder_reader_and_corrupt_files(tmp_path, caplog, monkeypatch):
     assert two.class_names == ["class_0", "class_1"] and len(two.test) == 6 and int(two.train.labels.max()) == 1
     bad = [f for f in s.train.files + s.val.files if "broken" in f or "truncated" in f]
     with pytest.raises(DataError, match="cannot decode image .*(broken|truncated).jpg"):
-        materialize(s.train if any(f in s.train.files for f in bad) else s.val, 16, "error")
+        decode_files(s.train if any(f in s.train.files for f in bad) else s.val, 16, "error")
     monkeypatch.setattr("hba_fast.datasets.MAX_DECODED_BYTES", 1000)
     with pytest.raises(DataError, match="data.backend=dali"):
         with_images(s, 16)
@@ -238,7 +238,7 @@ def test_shapes10_jpeg_tree_round_trip(tmp_path):
     assert len(files) == 30
     s = load_splits(make_cfg(dataset="folder", path=str(tmp_path), image_size=30, num_val=0))
     assert s.class_names == shapes10.class_dir_names() and len(s.train) == 20 and len(s.test) == 10
-    decoded = materialize(s.train, 30)
+    decoded = decode_files(s.train, 30)
     assert decoded.labels.tolist() == [k for k in range(10) for _ in range(2)]
     mem, mem_labels = shapes10.make_shapes10(20, (40, 30))
     first = decoded.files.index(str(tmp_path / "train" / "3_cross" / "00003.jpg"))

@@ -29,4 +29,4 @@ def test_torchrun_two_processes(tmp_path):
     assert sum(r["kind"] == "final" for r in rows) == 1  # only rank 0 writes
     ranks = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["ranks"]  # every rank's own randomness
     assert len(ranks) == 2
-    assert not torch.equal(ranks[0]["stateful"]["sampler"]["generator"], ranks[1]["stateful"]["sampler"]["generator"])
+    assert not torch.equal(ranks[0]["pipeline"]["sampler"]["generator"], ranks[1]["pipeline"]["sampler"]["generator"])

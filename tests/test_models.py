@@ -39,6 +39,7 @@ def _expected_hyper(plain: nn.Module, name: str, strategy: str) -> list[str]:
     bns = [n for n, m in plain.named_modules() if isinstance(m, nn.BatchNorm2d)]
     first_bn = "blocks.0.bn1" if name.startswith("wrn") else "bn1"
     return {
+        "all": convs + bns + ["fc"],  # no weight sharing (paper Figure 2 (b))
         "conv+bn": convs + bns, "conv": convs, "bn": bns,  # paper 4.1: the classifier is shared (no hyper-layer)
         "first_conv": ["conv1"], "first_bn": [first_bn], "none": [],
     }[strategy]

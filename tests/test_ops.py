@@ -130,6 +130,24 @@ def test_identity_magnitude_returns_input(cifar_mini, op):
     assert torch.equal(out, x)
 
 
+def test_table_records_fills_and_affine_ops():
+    """SPEC 3: the five geometric ops fill with 128 grey, Cutout with (125, 122, 113); each record's `fill` is the
+    colour its torch op writes, and every op names a DALI implementation (resolved in tests/test_dali.py)."""
+    geometric = ["ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"]
+    assert [op.name for op in OPS if op.geometric] == geometric
+    assert {op.name: op.fill for op in OPS if op.fill is not None} == {**dict.fromkeys(geometric, FILL),
+                                                                       "Cutout": (125, 122, 113)}
+    assert all(isinstance(op.dali_fn, str) and op.dali_fn for op in OPS)
+    x = torch.full((4, 3, 32, 32), 7, dtype=torch.uint8)  # 7 is no op's fill
+    for op in OPS:
+        if op.fill is None:
+            continue
+        out = apply_op(x, op.name, torch.full((4,), op.hi), generator=torch.Generator().manual_seed(0))
+        changed = (out != x).any(1)  # (4, 32, 32)
+        assert changed.any(), op.name
+        assert (out.permute(0, 2, 3, 1)[changed] == torch.tensor(op.fill, dtype=torch.uint8)).all(), op.name
+
+
 def test_magnitude_ignored_without_one_and_sign_used(cifar_mini):
     x = to_batch(cifar_mini["train_images"][:4])
     for name in ["AutoContrast", "Invert", "Equalize"]:

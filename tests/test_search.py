@@ -103,7 +103,7 @@ def test_kill_and_resume_continues_the_same_run(tmp_path):
 
 def test_train_with_schedule_and_baselines(tmp_path):
     out = search(_tiny(tmp_path / "search", "train.epochs=2", "train.steps_per_epoch=2"))
-    from hba_fast.evaluate import train
+    from hba_fast.train import train
 
     base = TINY + ["train.epochs=3", "train.steps_per_epoch=2", "data.num_val=0"]
     res = train(load_config(None, base + [f"run.out_dir={tmp_path / 'sched'}"]), schedule=str(out / "schedule.json"))

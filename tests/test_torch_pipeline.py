@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hba_fast.datasets import ImageSet, Splits
+from hba_fast.hyperparams import ScheduleSampler, SearchSampler
 from hba_fast.pipelines import Batch, PolicySample, build_pipeline, recipes
-from hba_fast.pipelines.sampler import ScheduleSampler, SearchSampler
 from hba_fast.pipelines.torch_pipeline import TorchPipeline
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
@@ -146,6 +146,48 @@ def test_color_jitter_and_lighting_semantics():
 ])
 def test_resolve_recipe(dataset, size, recipe, expected):
     assert recipes.resolve_recipe(make_cfg(dataset=dataset, image_size=size, recipe=recipe)) == expected
+
+
+def test_recipe_table_follows_spec():
+    """SPEC 3's baseline augmentations, one record each; CUTOUT_SIZE is derived from them."""
+    r = recipes.RECIPES
+    assert tuple(r) == ("cifar", "svhn", "imagenet", "none") and "cifar" in r
+    assert (r["cifar"].crop_pad, r["cifar"].flip, r["cifar"].cutout_size) == (4, True, 16)
+    assert (r["svhn"].crop_pad, r["svhn"].flip, r["svhn"].cutout_size) == (0, False, 20)
+    im = r["imagenet"]
+    assert (im.resized_crop, im.flip, im.jitter, im.lighting_std, im.cutout_size) == (True, True, 0.4, 0.1, 0)
+    assert not any((r["none"].resized_crop, r["none"].crop_pad, r["none"].flip, r["none"].jitter,
+                    r["none"].lighting_std, r["none"].cutout_size))
+    assert sum(rec.resized_crop for rec in r.values()) == 1
+    assert recipes.CUTOUT_SIZE == {"cifar": 16, "svhn": 20}
+    from hba_fast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="one of"):
+        recipes.post_policy("cifar10", torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.zeros(3), torch.ones(3))
+    with pytest.raises(ValueError, match="data.recipe"):
+        recipes.resolve_recipe(make_cfg(recipe="imagenet1k"))
+
+
+@pytest.mark.parametrize("recipe", ["cifar", "svhn", "imagenet", "none"])
+@pytest.mark.parametrize("cutout", [True, False])
+def test_post_policy_draws_in_spec_order(recipe, cutout):
+    """post_policy = SPEC 3's steps written out, drawing from the generator in this order (bit for bit)."""
+    x = torch.randint(0, 256, (6, 3, 16, 16), generator=gen(20), dtype=torch.uint8)
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
+    got = recipes.post_policy(recipe, x, mean, std, gen(21), cutout)
+    g = gen(21)
+    if recipe == "cifar":
+        want = recipes.standardise(recipes.random_flip(recipes.random_crop(x, 4, g), g), mean, std)
+    elif recipe == "imagenet":
+        y = recipes.random_flip(x, g).float() / 255
+        want = recipes.standardise(recipes.pca_lighting(recipes.color_jitter(y, g, 0.4), g, 0.1), mean, std)
+    else:
+        want = recipes.standardise(x, mean, std)
+    if cutout and recipe in ("cifar", "svhn"):
+        want = recipes.cutout_fixed(want, 16 if recipe == "cifar" else 20, g)
+    assert torch.equal(got, want)
+    pre = recipes.pre_policy(recipe, x, gen(22))
+    assert torch.equal(pre, recipes.random_resized_crop(x, 16, gen(22)) if recipe == "imagenet" else x)
 
 
 # ---------------------------------------------------------------- samplers

@@ -7,10 +7,11 @@ import torch
 
 from hba_fast.checkpoint import CheckpointError
 from hba_fast.config import OptimConfig, TrainConfig
+from hba_fast.hyperparams import Hyperparams
 from hba_fast.models import build_model
 from hba_fast.pipelines.base import Batch
 from hba_fast.policy import SearchSpace
-from hba_fast.runlog import RunLog
+from hba_fast.session import Run
 from hba_fast.trainer import Trainer, frozen_bn_statistics, lr_factor
 
 
@@ -46,10 +47,9 @@ class FakePipeline:
 def _trainer(tmp_path, strategy="bn", **train):
     torch.manual_seed(0)
     model = build_model("wrn-40-2", 10, strategy)
-    lam = torch.nn.Parameter(SearchSpace().init_lam())
+    hyper = Hyperparams(SearchSpace(), sigma=1.0, lr=OptimConfig().hyper_lr, device="cpu")
     cfg = TrainConfig(**{"epochs": 2, "log_every": 1, **train})
-    return Trainer(model, FakePipeline(), lam, OptimConfig(), cfg, torch.device("cpu"),
-                   RunLog(tmp_path, progress=False), space=SearchSpace())
+    return Trainer(model, FakePipeline(), Run.local(tmp_path), OptimConfig(), cfg, hyper)
 
 
 def _snapshot(model):
@@ -58,22 +58,22 @@ def _snapshot(model):
 
 def test_hyper_step_moves_only_lambda(tmp_path):
     tr = _trainer(tmp_path)
-    before, lam0 = _snapshot(tr.model), tr.lam.detach().clone()
+    before, lam0 = _snapshot(tr.model), tr.hyper.lam.detach().clone()
     tr.hyper_step()
     after = _snapshot(tr.model)
     changed = [k for k in before if not k.endswith("num_batches_tracked") and not torch.equal(before[k], after[k])]
     assert changed == [], f"the hyper step changed {changed}"
     assert all(p.grad is None for p in tr.model.parameters()), "weight gradients were computed in the hyper step"
-    assert (tr.lam.detach() - lam0).abs().max() > 0
-    assert (tr.lam.detach() - lam0).abs().max() <= OptimConfig().hyper_lr * 1.01  # one Adam step is <= lr
+    assert (tr.hyper.lam.detach() - lam0).abs().max() > 0
+    assert (tr.hyper.lam.detach() - lam0).abs().max() <= OptimConfig().hyper_lr * 1.01  # one Adam step is <= lr
 
 
 def test_weight_step_moves_phi_and_running_stats_not_lambda(tmp_path):
     tr = _trainer(tmp_path)
-    before, lam0 = _snapshot(tr.model), tr.lam.detach().clone()
+    before, lam0 = _snapshot(tr.model), tr.hyper.lam.detach().clone()
     tr.weight_step(tr.pipeline._batch())
     after = _snapshot(tr.model)
-    assert torch.equal(tr.lam.detach(), lam0)
+    assert torch.equal(tr.hyper.lam.detach(), lam0)
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
     running = [k for k in before if k.endswith("running_mean")]
     assert running and all(not torch.equal(before[k], after[k]) for k in running)
@@ -106,7 +106,7 @@ def test_fit_records_schedule_and_round_trips(tmp_path):
     state = tr.state_dict()
     other = _trainer(tmp_path / "b")
     other.load_state_dict(state)
-    assert other.epoch == 2 and torch.equal(other.lam.detach(), tr.lam.detach())
+    assert other.epoch == 2 and torch.equal(other.hyper.lam.detach(), tr.hyper.lam.detach())
     for k, v in tr.model.state_dict().items():
         assert torch.equal(other.model.state_dict()[k], v)
 
@@ -135,7 +135,7 @@ def test_resume_mid_run_matches_an_uninterrupted_run(tmp_path):
     assert resumed.resume(tmp_path / "b" / "checkpoint.pt") and resumed.epoch == 1
     resumed.fit()
     assert resumed.step == straight.step == 6
-    assert torch.equal(resumed.lam.detach(), straight.lam.detach())
+    assert torch.equal(resumed.hyper.lam.detach(), straight.hyper.lam.detach())
     for k, v in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], v), k
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
@@ -146,8 +146,7 @@ def test_resume_mid_run_matches_an_uninterrupted_run(tmp_path):
 
 def test_plain_training_without_lambda(tmp_path):
     model = build_model("wrn-40-2", 10, "none")
-    tr = Trainer(model, FakePipeline(), None, OptimConfig(), TrainConfig(epochs=1, t_val=0, log_every=1),
-                 torch.device("cpu"), RunLog(tmp_path, progress=False))
+    tr = Trainer(model, FakePipeline(), Run.local(tmp_path), OptimConfig(), TrainConfig(epochs=1, t_val=0, log_every=1))
     tr.fit()
     assert tr.schedule == [] and tr.step == 3
     assert math.isfinite(tr.evaluate("test")["loss"])

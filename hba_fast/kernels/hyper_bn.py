@@ -30,38 +30,32 @@ means stay O(std) and lose no precision when |mean| >> std. Large channels (256*
 several programs; the splits' partial (count, mean, M2) go to a small fp32 workspace and a second
 (tiny) kernel combines them. We chose that over atomics because (count, mean, M2) triples cannot be
 merged by atomic adds (sum / sum-of-squares atomics would bring the cancellation back) and because it
-is deterministic: the same input gives bitwise the same statistics and gradients on every run.
+is deterministic: the same input gives bitwise the same statistics and gradients on every run. The number
+of splits aims at 4 programs per multiprocessor (`triton_support.multiprocessors`: the device's own, or
+`target_multiprocessors(n)`); tiles and splits are chosen in the "block-size heuristics" section only.
 
 All statistics and accumulations are fp32 for fp32/fp16/bf16 inputs; y and dx come out in x's dtype
 and memory format, dgamma/dbeta in gamma's/beta's dtype. No host synchronisation anywhere, so the
 autograd function can be captured in a CUDA graph. The torch path (impl="torch", and the CPU) is
 F.batch_norm without affine followed by one fused addcmul for the per-sample affine.
 
+File anatomy: hyper_batch_norm_ref (pure torch), the @jit kernels, the block-size heuristics, the host
+launchers (_forward_triton, _backward_triton), the autograd Function, and the public hyper_batch_norm with
+impl="auto" | "triton" | "torch" (decided by `triton_support.use_triton`; "auto" also sends batches over the
+65535 grid limit to torch).
+
 References: Ioffe & Szegedy 2015 (batch norm); Chan, Golub & LeVeque 1979 (pairwise variance);
 Triton tutorial 05 (layer norm) for the reduce-then-elementwise backward structure.
 """
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-try:
-    import triton
-    import triton.language as tl
+from .triton_support import KERNEL_DTYPES, check_impl, jit, multiprocessors, tl, triton, use_triton
 
-    _jit = triton.jit
-except ImportError:  # pragma: no cover - the torch path still works; impl="triton" says what is missing
-    triton = tl = None
-
-    def _jit(fn):
-        return fn
-
-
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+_MAX_BATCH = 65535  # the kernels put the batch on a grid axis, whose size CUDA caps at 65535
 
 
 def hyper_batch_norm_ref(x, gamma, beta, running_mean, running_var, training, momentum, eps):
@@ -71,7 +65,7 @@ def hyper_batch_norm_ref(x, gamma, beta, running_mean, running_var, training, mo
 
 
 # ----------------------------------------------------------------------------------------------- kernels
-@_jit
+@jit
 def _chan_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
     """Chan et al.: (mean, M2, count) of the union of two disjoint sets; empty sets (count 0) are neutral."""
     n = n_a + n_b
@@ -80,7 +74,7 @@ def _chan_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
     return mean_a + delta * w, m2_a + m2_b + delta * delta * n_a * w, n
 
 
-@_jit
+@jit
 def _bn_stats_partial_kernel(
     x_ptr,  # (B, C, S) strides (stride_xb, stride_xc, stride_xs); fp32/fp16/bf16
     part_ptr,  # (3, SPLITS, C) fp32 contiguous: count, mean - x[0, c, 0], M2 of each split's values
@@ -118,7 +112,7 @@ def _bn_stats_partial_kernel(
     tl.store(base + 2 * n_splits * C, m2, mask=mask_c)
 
 
-@_jit
+@jit
 def _bn_stats_finalize_kernel(
     part_ptr,  # (3, SPLITS, C) fp32 from _bn_stats_partial_kernel (unused when USE_RUNNING)
     x_ptr,  # (B, C, S) stride_xc along C: x[0, c, 0] is the shift of the partial means
@@ -162,7 +156,7 @@ def _bn_stats_finalize_kernel(
     tl.store(rstd_ptr + offs_c, 1.0 / tl.sqrt(var + eps), mask=mask_c)
 
 
-@_jit
+@jit
 def _hbn_fwd_kernel(
     x_ptr,  # (B, C, S) strides (stride_xb, stride_xc, stride_xs)
     y_ptr,  # (B, C, S) strides (stride_yb, stride_yc, stride_ys); x's dtype
@@ -194,7 +188,7 @@ def _hbn_fwd_kernel(
              y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-@_jit
+@jit
 def _hbn_bwd_reduce_kernel(
     dy_ptr,  # (B, C, S) strides (stride_db, stride_dc, stride_ds)
     x_ptr,  # (B, C, S) strides (stride_xb, stride_xc, stride_xs)
@@ -230,7 +224,7 @@ def _hbn_bwd_reduce_kernel(
     tl.store(out + n_splits * B * C, tl.sum(acc_dyx, axis=1), mask=mask_c)
 
 
-@_jit
+@jit
 def _hbn_bwd_channel_kernel(
     part_ptr,  # (2, SPLITS, B, C) fp32 from _hbn_bwd_reduce_kernel
     gamma_ptr,  # (B, C) strides (stride_gb, stride_gc)
@@ -264,7 +258,7 @@ def _hbn_bwd_channel_kernel(
     tl.store(m_ptr + C + offs_c, m2 * inv_n, mask=mask_c)
 
 
-@_jit
+@jit
 def _hbn_bwd_dx_kernel(
     dy_ptr,  # (B, C, S) strides (stride_db, stride_dc, stride_ds)
     x_ptr,  # (B, C, S) strides (stride_xb, stride_xc, stride_xs)
@@ -301,12 +295,10 @@ def _hbn_bwd_dx_kernel(
 
 
 # ------------------------------------------------------------------------------------ block-size heuristics
-@functools.cache
 def _num_programs_target(device: torch.device) -> int:
-    """Programs that fill the device a few times over (the interpreter on the CPU: a few, to exercise splits)."""
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+    """Programs that fill the device a few times over: 4 per multiprocessor (`triton_support.multiprocessors`,
+    which `target_multiprocessors(n)` sets); off CUDA and under the interpreter 4 in all, to exercise splits."""
+    return 4 * (multiprocessors(device) or 1)
 
 
 def _tiles(C: int, S: int, channels_contiguous: bool) -> tuple[int, int, int]:
@@ -502,18 +494,13 @@ def _check_inputs(x, gamma, beta, running_mean, running_var, training, momentum,
 
 
 def _check_triton(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> None:
-    if triton is None:
-        raise RuntimeError("hyper_batch_norm(impl='triton') needs the triton package: pip install triton, "
-                           "or use impl='torch'")
-    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError(f"hyper_batch_norm(impl='triton') got tensors on {x.device}: Triton runs on CUDA, or on "
-                           "the CPU under TRITON_INTERPRET=1 (set before triton is imported); else use impl='torch'")
+    """What impl="triton" needs beyond `use_triton`'s device check: the kernel's dtypes and batch limit."""
     for name, t in (("x", x), ("gamma", gamma), ("beta", beta)):
-        if t.dtype not in _FLOATS:
+        if t.dtype not in KERNEL_DTYPES:
             raise TypeError(f"hyper_batch_norm(impl='triton'): {name} has dtype {t.dtype}; the kernel takes "
                             "float32, float16 or bfloat16 (use impl='torch' for others)")
-    if x.shape[0] > 65535:
-        raise ValueError(f"hyper_batch_norm(impl='triton'): batch {x.shape[0]} exceeds the grid limit 65535; "
+    if x.shape[0] > _MAX_BATCH:
+        raise ValueError(f"hyper_batch_norm(impl='triton'): batch {x.shape[0]} exceeds the grid limit {_MAX_BATCH}; "
                          "split the batch or use impl='torch'")
 
 
@@ -537,16 +524,17 @@ def hyper_batch_norm(
     """Batch norm of x (B, C, H, W) with the per-sample affine gamma, beta (B, C); see the module docstring.
 
     running_mean / running_var (C,) are updated in place when training (None: batch statistics always).
-    impl: "auto" (Triton on CUDA tensors, torch elsewhere) | "triton" | "torch". Returns y like x.
+    impl: "auto" (Triton on CUDA float32/float16/bfloat16 tensors, torch elsewhere) | "triton" (CUDA, or CPU
+    under TRITON_INTERPRET=1) | "torch"; see `triton_support.use_triton`. Returns y like x.
     """
-    if impl not in ("auto", "triton", "torch"):
-        raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
+    check_impl(impl, "hyper_batch_norm")
     _check_inputs(x, gamma, beta, running_mean, running_var, training, momentum, eps)
-    use_triton = impl == "triton" or (impl == "auto" and x.is_cuda and triton is not None and x.dtype in _FLOATS
-                                      and x.shape[0] <= 65535)  # the grid limit _check_triton names
+    triton_path = use_triton(impl, x, "hyper_batch_norm")
     if impl == "triton":
         _check_triton(x, gamma, beta)
-    if not use_triton or x.numel() == 0:
+    elif x.shape[0] > _MAX_BATCH:  # "auto": the grid limit _check_triton names sends the batch to torch
+        triton_path = False
+    if not triton_path or x.numel() == 0:
         return _hyper_batch_norm_torch(x, gamma, beta, running_mean, running_var, training, momentum, eps)
     use_batch_stats = training or running_mean is None
     return _HyperBatchNormFn.apply(x, gamma, beta, running_mean, running_var, use_batch_stats, momentum, eps)

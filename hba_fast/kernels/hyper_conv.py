@@ -33,38 +33,25 @@ Layout and sizes. On the GPU activations are read channels_last (an NCHW x or dy
 come back in the caller's format), so tile loads along Cin vectorise. Pixel offsets are int64 (tensors
 over 2**31 elements are fine); row indices B*Ho*Wo and weight offsets stay int32. Tiles come from the
 autotuner on the GPU (configs below, pruned per shape) and from one problem-sized config under
-TRITON_INTERPRET. tl.dot needs tiles >= 16 wide, so Cin = 3 (the stem) pads its K blocks.
+TRITON_INTERPRET. tl.dot needs tiles >= 16 wide, so Cin = 3 (the stem) pads its K blocks. The dw split-K
+fills 2 programs per multiprocessor, as `triton_support.multiprocessors` counts them (the device's own, or
+`target_multiprocessors(n)`); all block-size choices are in the "block-size heuristics" section.
 
-impl="torch" is the honest baseline: one cuDNN/oneDNN conv against torch.cat([w0, wu]) (2*Cout
-outputs) and a per-sample combine, differentiated by autograd. References: Triton's matmul tutorial
-(group-M swizzle), implicit-GEMM convolution (cuDNN, CUTLASS), flash-attention's test rule.
+File anatomy: hyper_conv2d_ref (pure torch), the torch path, the @jit kernels (_hyper_conv_*_kernel), the
+block-size heuristics, the host launchers (_launch_*), the autograd Function, and the public hyper_conv2d
+with impl="auto" | "triton" | "torch" (decided by `triton_support.use_triton`). impl="torch" is the honest
+baseline: one cuDNN/oneDNN conv against torch.cat([w0, wu]) (2*Cout outputs) and a per-sample combine,
+differentiated by autograd. References: Triton's matmul tutorial (group-M swizzle), implicit-GEMM convolution
+(cuDNN, CUTLASS), flash-attention's test rule.
 """
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the torch path still works; impl="triton" raises a clear error
-    triton = None
-    tl = None
-
-
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _jit(fn):
-    return triton.jit(fn) if triton is not None else fn
-
-
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
+from .triton_support import KERNEL_DTYPES, check_impl, interpreting, jit, multiprocessors, tl, triton, use_triton
 
 # ----------------------------------------------------------------------------- reference and torch path
 
@@ -91,7 +78,7 @@ def _hyper_conv2d_torch(x, w0, wu, scale, bias0, biasu, stride, padding, dilatio
 # ----------------------------------------------------------------------------- Triton kernels
 
 
-@_jit
+@jit
 def _swizzle(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     """Group-M ordering: GROUP_M row tiles share their column tiles while those are hot in L2."""
     in_group = GROUP_M * num_pid_n
@@ -102,7 +89,7 @@ def _swizzle(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
-@_jit
+@jit
 def _hyper_conv_fwd_kernel(
     x_ptr,  # (B, Cin, H, W), strides (sxb, sxc, sxh, sxw)
     w0_ptr,  # (Cout, Cin, KH, KW), strides (swo, swi, swh, sww); channels_last from the launcher
@@ -162,7 +149,7 @@ def _hyper_conv_fwd_kernel(
         tl.store(yu_ptr + y_off, accu.to(yu_ptr.dtype.element_ty), mask=tile_mask)
 
 
-@_jit
+@jit
 def _hyper_conv_dx_kernel(
     dy_ptr,  # (B, Cout, Ho, Wo), strides (sdb, sdc, sdh, sdw)
     w0_ptr,  # (Cout, Cin, KH, KW), strides (swo, swi, swh, sww)
@@ -220,7 +207,7 @@ def _hyper_conv_dx_kernel(
     tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-@_jit
+@jit
 def _hyper_conv_dw_kernel(
     x_ptr,  # (B, Cin, H, W), strides (sxb, sxc, sxh, sxw)
     dy_ptr,  # (B, Cout, Ho, Wo), strides (sdb, sdc, sdh, sdw)
@@ -273,7 +260,7 @@ def _hyper_conv_dw_kernel(
     tl.store(out + numel + w_off, accu, mask=w_mask)
 
 
-@_jit
+@jit
 def _hyper_conv_dscale_kernel(
     dy_ptr,  # (B, Cout, Ho, Wo), strides (sdb, sdc, sdh, sdw)
     yu_ptr,  # (B, Cout, Ho, Wo), strides (sub, suc, suh, suw); read only when HAS_YU
@@ -358,16 +345,10 @@ def _interp_blocks(m: int, n: int, k: int) -> dict:
     return {"BLOCK_M": caps[0], "BLOCK_N": caps[1], "BLOCK_K": caps[2], "GROUP_M": 8}
 
 
-def _multiprocessors(device: torch.device) -> int | None:
-    """Streaming multiprocessors of a CUDA device; None under the interpreter or off CUDA (no split-K there)."""
-    if _interpret() or device.type != "cuda":
-        return None
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def _dw_split(m: int, tiles: int, device: torch.device) -> int:
-    """Rows of the split-K reduction per program: enough programs to fill the GPU, >= 1024 rows each."""
-    sms = _multiprocessors(device)
+    """Rows of the split-K reduction per program: enough programs to fill the GPU, >= 1024 rows each; no split
+    where `multiprocessors` is None (off CUDA, the interpreter) unless `target_multiprocessors` sets a GPU size."""
+    sms = multiprocessors(device)
     if sms is None:
         return m
     target = 2 * sms
@@ -376,7 +357,7 @@ def _dw_split(m: int, tiles: int, device: torch.device) -> int:
 
 
 def _launch(kind, grid, args, interp_blocks):
-    if _interpret():
+    if interpreting():
         kernel = {"fwd": _hyper_conv_fwd_kernel, "dx": _hyper_conv_dx_kernel, "dw": _hyper_conv_dw_kernel}[kind]
         kernel[grid(interp_blocks)](*args, **interp_blocks)
     else:
@@ -407,7 +388,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 def _dot_precision(dtype: torch.dtype) -> str:
     # fp32 inputs follow torch's conv setting (TF32 by default on Ampere+), so the kernel and cuDNN agree;
     # the setting only matters for fp32 operands (fp16/bf16 always run on the tensor cores).
-    if dtype == torch.float32 and (_interpret() or not torch.backends.cudnn.allow_tf32):
+    if dtype == torch.float32 and (interpreting() or not torch.backends.cudnn.allow_tf32):
         return "ieee"
     return "tf32"
 
@@ -486,7 +467,7 @@ def _launch_dscale(dy, yu):
     s1 = torch.empty(B, Cout, device=dy.device, dtype=torch.float32)  # (B, Cout)
     s0 = torch.empty(B, Cout, device=dy.device, dtype=torch.float32)  # (B, Cout)
     block_c = min(64, _tile_cap(Cout))
-    block_hw = 64 if _interpret() else max(16, min(256, 8192 // block_c))
+    block_hw = 64 if interpreting() else max(16, min(256, 8192 // block_c))
     u = yu if yu is not None else dy
     _hyper_conv_dscale_kernel[(B, triton.cdiv(Cout, block_c))](
         dy, u, s1, s0, Cout, Ho, Wo, *dy.stride(), *u.stride(), yu is not None, block_hw, block_c)
@@ -576,29 +557,23 @@ def hyper_conv2d(x: torch.Tensor, w0: torch.Tensor, wu: torch.Tensor, scale: tor
                  dilation: int | tuple[int, int] = 1, impl: str = "auto") -> torch.Tensor:
     """y = conv(x, w0) + scale[:, :, None, None] * conv(x, wu) (+ bias0 + scale * biasu); see the module docstring.
 
-    impl: "auto" (Triton on CUDA tensors, torch elsewhere) | "triton" (CUDA, or CPU under TRITON_INTERPRET=1)
-    | "torch" (one conv with 2*Cout outputs). Differentiable in x, w0, wu, scale, bias0 and biasu.
+    impl: "auto" (Triton on CUDA float32/float16/bfloat16 tensors, torch elsewhere) | "triton" (CUDA, or CPU
+    under TRITON_INTERPRET=1) | "torch" (one conv with 2*Cout outputs); see `triton_support.use_triton`.
+    Differentiable in x, w0, wu, scale, bias0 and biasu.
     """
-    if impl not in ("auto", "triton", "torch"):
-        raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
+    check_impl(impl, "hyper_conv2d")
     _check_inputs(x, w0, wu, scale, bias0, biasu)
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
         raise ValueError(f"hyper_conv2d: need stride >= 1, dilation >= 1, padding >= 0; got stride={stride}, "
                          f"padding={padding}, dilation={dilation}")
     # "auto" leaves dtypes the kernel does not take (e.g. float64) to the torch path, as hyper_batch_norm does
-    use_triton = impl == "triton" or (impl == "auto" and x.is_cuda and triton is not None and x.dtype in _FLOATS)
-    if not use_triton:
+    if not use_triton(impl, x, "hyper_conv2d"):
         return _hyper_conv2d_torch(x, w0, wu, scale, bias0, biasu, stride, padding, dilation)
-    if triton is None:
-        raise RuntimeError("hyper_conv2d(impl='triton') needs the triton package: pip install triton")
-    if not x.is_cuda and not _interpret():
-        raise ValueError(f"hyper_conv2d(impl='triton') needs CUDA tensors (or TRITON_INTERPRET=1 on CPU); x is on "
-                         f"{x.device}. Use impl='torch' or 'auto'.")
     if torch.is_autocast_enabled(x.device.type):  # F.conv2d would run in the autocast dtype: do the same
         dtype = torch.get_autocast_dtype(x.device.type)
         x, w0, wu = x.to(dtype), w0.to(dtype), wu.to(dtype)
-    if not (x.dtype == w0.dtype == wu.dtype) or x.dtype not in _FLOATS:
+    if not (x.dtype == w0.dtype == wu.dtype) or x.dtype not in KERNEL_DTYPES:
         raise TypeError(f"hyper_conv2d(impl='triton'): x, w0, wu must share one dtype of float32/float16/bfloat16, "
                         f"got {x.dtype}, {w0.dtype}, {wu.dtype}; cast them or run under torch.autocast")
     kh, kw = w0.shape[2:]

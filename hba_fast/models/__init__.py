@@ -1,6 +1,6 @@
 """Model zoo with hyper-layers: WRN-40-2, WRN-28-10 (32x32), ResNet-50 (ImageNet), WRN-16-2 (small, CPU demo).
 
-    build_model(name, num_classes, strategy="first_bn", lam_dim=54) -> nn.Module, forward(x, lam=None)
+    build_model(name, num_classes, strategy="first_bn", lam_dim=LAM_DIM (54)) -> nn.Module, forward(x, lam=None)
     materialize(model, lam) -> plain model theta(lam) (strategy "none")
     MODELS (names -> builders), STRATEGIES (weight-sharing strategies, paper 4.1)
 """

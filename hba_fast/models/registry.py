@@ -22,6 +22,7 @@ from hba_fast.hyper import HyperModule
 from hba_fast.models.resnet import resnet_50
 from hba_fast.models.strategy import STRATEGIES
 from hba_fast.models.wrn import wrn_16_2, wrn_28_10, wrn_40_2
+from hba_fast.policy import LAM_DIM
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn-40-2": wrn_40_2,  # CIFAR / SVHN, 32x32
@@ -37,7 +38,7 @@ def _unknown(kind: str, value: object, valid: tuple[str, ...]) -> ValueError:
     return ValueError(f"unknown {kind} {value!r}: valid {kind}s are {', '.join(valid)}{hint}")
 
 
-def build_model(name: str, num_classes: int, strategy: str = "first_bn", lam_dim: int = 54) -> nn.Module:
+def build_model(name: str, num_classes: int, strategy: str = "first_bn", lam_dim: int = LAM_DIM) -> nn.Module:
     """A model by registry name, with hyper-layers where `strategy` puts them (see models/strategy.py)."""
     if name not in MODELS:
         raise _unknown("model name", name, tuple(MODELS))

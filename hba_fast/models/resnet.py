@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from hba_fast.hyper import apply_layer
 from hba_fast.models.strategy import LayerFactory, init_weights_, model_lam
+from hba_fast.policy import LAM_DIM
 
 EXPANSION = 4
 
@@ -51,7 +52,7 @@ class Bottleneck(nn.Module):
 class ResNet50(nn.Module):
     """forward(x (B, 3, H, W), lam=None) -> logits (B, num_classes); any H, W >= 32."""
 
-    def __init__(self, num_classes: int, strategy: str = "none", lam_dim: int = 54) -> None:
+    def __init__(self, num_classes: int, strategy: str = "none", lam_dim: int = LAM_DIM) -> None:
         super().__init__()
         self.strategy, self.lam_dim = strategy, lam_dim
         f = LayerFactory(strategy, lam_dim)
@@ -77,5 +78,5 @@ class ResNet50(nn.Module):
         return apply_layer(self.fc, x.mean(dim=(2, 3)), lam)
 
 
-def resnet_50(num_classes: int, strategy: str = "none", lam_dim: int = 54) -> ResNet50:
+def resnet_50(num_classes: int, strategy: str = "none", lam_dim: int = LAM_DIM) -> ResNet50:
     return ResNet50(num_classes, strategy, lam_dim)

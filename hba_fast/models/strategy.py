@@ -4,6 +4,8 @@ A layer that all population members share needs no hyper-layer (it is a constant
 strategy is just the set of layers built as hyper-layers; the rest are plain nn.Conv2d / nn.BatchNorm2d /
 nn.Linear with no lambda overhead.
 
+    all         every conv, every BN and the linear classifier: no weight sharing at all (paper Figure 2 (b),
+                STN's hypernetwork); the slowest, for comparison
     conv+bn     every conv and every BN
     conv        every conv
     bn          every BN
@@ -12,9 +14,9 @@ nn.Linear with no lambda overhead.
                 The paper's default (Table 2: best error, about half the search time of conv+bn).
     none        a plain model: evaluation, `hba-fast train`, and the speed baseline
 
-The classifier is shared (plain nn.Linear) under every strategy: the paper names each strategy by the layers that
-get hyper-layers ("the Conv strategy means that we add HyperConv layers to all the convolutional layers and ignore
-the other layers", 4.1; Figure 2 (d) shares the linear layer). HyperLinear stays available for other models.
+The classifier is shared (plain nn.Linear) under every strategy but `all`: the paper names each strategy by the
+layers that get hyper-layers ("the Conv strategy means that we add HyperConv layers to all the convolutional layers
+and ignore the other layers", 4.1; Figure 2 (d) shares the linear layer).
 Models ask a `LayerFactory` for each layer, marking the lowest conv / BN with `first=True`.
 `init_weights_` is the shared initialisation of WRN and ResNet (kaiming-normal fan-out convs, BN (1, 0)),
 applied to phi0 and, as an independent draw from the same distribution, to phiU (see hba_fast/hyper.py).
@@ -24,22 +26,23 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from hba_fast.hyper import HyperBatchNorm2d, HyperConv2d, HyperLinear, check_lam
+from hba_fast.policy import LAM_DIM
 
-STRATEGIES = ("conv+bn", "conv", "bn", "first_conv", "first_bn", "none")
+STRATEGIES = ("all", "conv+bn", "conv", "bn", "first_conv", "first_bn", "none")
 
 
 class LayerFactory:
     """Builds each layer of a model as a plain or a hyper-layer according to `strategy`."""
 
-    def __init__(self, strategy: str, lam_dim: int = 54) -> None:
+    def __init__(self, strategy: str, lam_dim: int = LAM_DIM) -> None:
         assert strategy in STRATEGIES, strategy  # validated at the user boundary (build_model)
         self.strategy, self.lam_dim = strategy, lam_dim
 
     def _hyper_conv(self, first: bool) -> bool:
-        return self.strategy in ("conv+bn", "conv") or (self.strategy == "first_conv" and first)
+        return self.strategy in ("all", "conv+bn", "conv") or (self.strategy == "first_conv" and first)
 
     def _hyper_bn(self, first: bool) -> bool:
-        return self.strategy in ("conv+bn", "bn") or (self.strategy == "first_bn" and first)
+        return self.strategy in ("all", "conv+bn", "bn") or (self.strategy == "first_bn" and first)
 
     def conv(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
              bias: bool = False, first: bool = False) -> nn.Module:
@@ -53,7 +56,9 @@ class LayerFactory:
         return nn.BatchNorm2d(num_features)
 
     def linear(self, in_f: int, out_f: int) -> nn.Module:
-        return nn.Linear(in_f, out_f)  # shared by the population under every strategy (see the module docstring)
+        if self.strategy == "all":
+            return HyperLinear(in_f, out_f, lam_dim=self.lam_dim)
+        return nn.Linear(in_f, out_f)  # shared by the population (see the module docstring)
 
 
 def init_weights_(model: nn.Module) -> None:

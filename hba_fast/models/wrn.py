@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from hba_fast.hyper import apply_layer
 from hba_fast.models.strategy import LayerFactory, init_weights_, model_lam
+from hba_fast.policy import LAM_DIM
 
 
 class WideBasic(nn.Module):
@@ -44,7 +45,8 @@ class WideBasic(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-k; forward(x (B, 3, H, W), lam=None) -> logits (B, num_classes)."""
 
-    def __init__(self, depth: int, widen: int, num_classes: int, strategy: str = "none", lam_dim: int = 54) -> None:
+    def __init__(self, depth: int, widen: int, num_classes: int, strategy: str = "none",
+                 lam_dim: int = LAM_DIM) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0:
             raise ValueError(f"WRN depth must be 6n + 4 (e.g. 28, 40), got {depth}")
@@ -72,14 +74,14 @@ class WideResNet(nn.Module):
         return apply_layer(self.fc, x.mean(dim=(2, 3)), lam)
 
 
-def wrn_40_2(num_classes: int, strategy: str = "none", lam_dim: int = 54) -> WideResNet:
+def wrn_40_2(num_classes: int, strategy: str = "none", lam_dim: int = LAM_DIM) -> WideResNet:
     return WideResNet(40, 2, num_classes, strategy, lam_dim)
 
 
-def wrn_28_10(num_classes: int, strategy: str = "none", lam_dim: int = 54) -> WideResNet:
+def wrn_28_10(num_classes: int, strategy: str = "none", lam_dim: int = LAM_DIM) -> WideResNet:
     return WideResNet(28, 10, num_classes, strategy, lam_dim)
 
 
-def wrn_16_2(num_classes: int, strategy: str = "none", lam_dim: int = 54) -> WideResNet:
+def wrn_16_2(num_classes: int, strategy: str = "none", lam_dim: int = LAM_DIM) -> WideResNet:
     """A small WRN (0.69M parameters) for the CPU demo and quick experiments; not a paper model."""
     return WideResNet(16, 2, num_classes, strategy, lam_dim)

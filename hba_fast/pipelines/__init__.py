@@ -1,17 +1,18 @@
 """Data pipelines: the pure-torch batched path and the NVIDIA DALI path, behind one contract.
 
-See docs/ARCHITECTURE.md ("Pipelines") for the contract both backends follow. DALI is optional and only
-imported when chosen.
+Both backends keep the `Pipeline` protocol (base.py; docs/ARCHITECTURE.md, "Pipelines"). DALI is optional and
+only imported when chosen.
 """
 from __future__ import annotations
 
 import torch
 
-from .base import BackendError, Batch, PolicySample, dali_available, resolve_backend
+from ..hyperparams import Sampler
+from .base import BACKENDS, BackendError, Batch, Pipeline, PolicySample, dali_available, resolve_backend
 
 
-def build_pipeline(data_cfg, splits, sampler, device: torch.device, shard: tuple[int, int] = (0, 1),
-                   seed: int = 0):
+def build_pipeline(data_cfg, splits, sampler: Sampler | None, device: torch.device, shard: tuple[int, int] = (0, 1),
+                   seed: int = 0) -> Pipeline:
     """Build the configured pipeline (`data_cfg.backend`: auto | torch | dali) for this process's shard;
     `seed` (the run's seed) fixes data order and augmentation draws."""
     backend = resolve_backend(data_cfg.backend, device)
@@ -32,8 +33,10 @@ def dali_apply_op(images: torch.Tensor, name: str, magnitude: torch.Tensor, devi
 
 
 __all__ = [
+    "BACKENDS",
     "BackendError",
     "Batch",
+    "Pipeline",
     "PolicySample",
     "build_pipeline",
     "dali_apply_op",

@@ -1,14 +1,22 @@
-"""What every data pipeline hands the trainer, and how the backend is chosen.
+"""The Pipeline contract every data pipeline (torch or DALI) keeps, what it hands the trainer, and how the backend
+is chosen.
 
-A pipeline (torch or DALI) yields `Batch(images, labels, lam)`: images float32 (B, 3, H, W), standardised,
-on the training device; labels int64 (B,); lam float32 (B, 54), the exact lambda_i used to augment each
-sample (SPEC section 3), or None for clean batches and for runs without a search sampler.
+A pipeline yields `Batch(images, labels, lam)`: images float32 (B, 3, H, W), standardised, on the training
+device; labels int64 (B,); lam float32 (B, 54), the exact lambda_i used to augment each sample (SPEC section 3),
+or None for clean batches and for runs without a search. The per-sample policy of each training batch comes
+from a `hba_fast.hyperparams.Sampler` (or none: the recipe only), which the pipeline calls and checkpoints.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple, Protocol
 
 import torch
+
+from ..errors import BackendError
+from ..hyperparams import PolicySample  # noqa: F401 (part of what a pipeline deals in)
+
+BACKENDS = ("auto", "torch", "dali")
 
 
 class Batch(NamedTuple):
@@ -17,14 +25,28 @@ class Batch(NamedTuple):
     lam: torch.Tensor | None  # (B, 54) float32: lambda_i per sample, or None
 
 
-class PolicySample(NamedTuple):
-    probs: torch.Tensor  # (B, 30) slot probabilities in [0, 1]
-    mags: torch.Tensor  # (B, 30) slot magnitudes (0 where an op has none)
-    lam: torch.Tensor | None  # (B, 54) the lambda_i these were decoded from, or None
+class Pipeline(Protocol):
+    """What the trainer needs from a data pipeline (both backends; docs/ARCHITECTURE.md, "Pipelines")."""
 
+    steps_per_epoch: int  # training batches per epoch and process
 
-class BackendError(RuntimeError):
-    """The configured data backend cannot run here."""
+    def train_epoch(self, epoch: int) -> Iterator[Batch]:
+        """Augmented training batches of `epoch` (policy, then the recipe), from where the pipeline stands."""
+        ...
+
+    def val_batch(self) -> Batch:
+        """The next clean validation batch (an endless stream of shuffled passes)."""
+        ...
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:
+        """One clean pass over this process's share of "val" or "test" (the last batch may be short)."""
+        ...
+
+    def state_dict(self) -> dict:
+        """This process's position, random state and sampler state, for resume."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def dali_available() -> bool:
@@ -48,4 +70,4 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         return "dali"
     if backend == "auto":
         return "dali" if (torch.device(device).type == "cuda" and dali_available()) else "torch"
-    raise BackendError(f"data.backend must be 'auto', 'torch' or 'dali', got {backend!r}")
+    raise BackendError(f"data.backend must be one of {BACKENDS}, got {backend!r}")

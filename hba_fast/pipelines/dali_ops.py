@@ -22,6 +22,8 @@ sample's magnitude enters the arithmetic as is. Semantics are Pillow's, exactly 
 - Solarize: pixels >= 256 - m inverted; Posterize: the round(m) low bits cleared; Invert: 255 - v.
 - Cutout: a round(m * min(H, W)) square, uniformly random centre, clipped at the border, fill (125, 122, 113).
 
+Names, order, fills, which ops are affine and which function here implements each op come from the one op table,
+`hba_fast.ops.OPS` (`OpSpec.fill`, `.geometric`, `.dali_fn`); `OP_FNS` maps each op name to its function.
 `apply_op_by_index(img, op, m, matrix)` selects per sample with DALI conditionals (needs `enable_conditionals=True`);
 `dali_apply_op(images, name, magnitude, device)` runs one op on torch tensors (the `hba_fast.ops.apply_op`
 contract), with built pipelines cached per (name, batch size, shape, device).
@@ -35,13 +37,17 @@ import nvidia.dali.math as dmath
 import torch
 from nvidia.dali import fn, pipeline_def, types
 
-# SPEC section 3, in table order (== [s.name for s in hba_fast.ops.OPS]; tests check it).
-OP_NAMES: tuple[str, ...] = (
-    "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "AutoContrast", "Invert", "Equalize",
-    "Solarize", "Posterize", "Contrast", "Color", "Brightness", "Sharpness", "Cutout",
-)
-GEOMETRIC_FILL = 128
-CUTOUT_FILL = (125, 122, 113)
+from ..ops import OP_INDEX, OPS, check_images
+
+# The affine ops are one warp with a per-sample matrix: they must lead the table (apply_op_by_index tests
+# op < NUM_GEOMETRIC) and share one grey fill (warp_affine takes a single fill value).
+NUM_GEOMETRIC = sum(op.geometric for op in OPS)  # 5
+assert all(op.geometric == (k < NUM_GEOMETRIC) for k, op in enumerate(OPS)), "the affine ops must lead OPS"
+assert len({c for op in OPS[:NUM_GEOMETRIC] for c in op.fill}) == 1, "the affine ops must share one grey fill"
+GEOMETRIC_FILL = OPS[0].fill[0]  # 128
+CUTOUT_FILL = OPS[OP_INDEX["Cutout"]].fill  # (125, 122, 113)
+_SHEAR_X, _SHEAR_Y, _TRANSLATE_X, _TRANSLATE_Y, _ROTATE = (
+    OP_INDEX[name] for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"))
 
 _F32, _F64, _I32, _U8 = types.FLOAT, types.FLOAT64, types.INT32, types.UINT8
 
@@ -90,11 +96,11 @@ def affine_matrices(ops: np.ndarray, mags: np.ndarray, height: int, width: int) 
     ops = np.broadcast_to(np.asarray(ops), m.shape)
     out = np.zeros(m.shape + (2, 3))
     out[..., 0, 0] = out[..., 1, 1] = 1.0
-    out[..., 0, 1] = np.where(ops == 0, m, 0.0)
-    out[..., 1, 0] = np.where(ops == 1, m, 0.0)
-    out[..., 0, 2] = np.where(ops == 2, m * width, 0.0)
-    out[..., 1, 2] = np.where(ops == 3, m * height, 0.0)
-    rot = ops == 4
+    out[..., 0, 1] = np.where(ops == _SHEAR_X, m, 0.0)
+    out[..., 1, 0] = np.where(ops == _SHEAR_Y, m, 0.0)
+    out[..., 0, 2] = np.where(ops == _TRANSLATE_X, m * width, 0.0)
+    out[..., 1, 2] = np.where(ops == _TRANSLATE_Y, m * height, 0.0)
+    rot = ops == _ROTATE
     angle = -np.radians(m)
     cos, sin = np.round(np.cos(angle), 15), np.round(np.sin(angle), 15)
     cx, cy = width / 2.0, height / 2.0
@@ -212,24 +218,32 @@ def cutout(img, m):
     return fn.erase(img, anchor=anchor, shape=shape, axis_names="HW", fill_value=list(CUTOUT_FILL))
 
 
-NUM_GEOMETRIC = 5  # OP_NAMES[:5] are one warp with a host-computed matrix (affine_matrices)
-PIXEL_OPS: dict[str, Callable] = dict(zip(OP_NAMES[NUM_GEOMETRIC:], (
-    auto_contrast, invert, equalize, solarize, posterize, contrast, color, brightness, sharpness, cutout,
-)))
+def _resolve(spec) -> Callable:
+    """The function of this module that `spec.dali_fn` names (a wrong table is a bug, not a missing DALI)."""
+    impl = globals().get(spec.dali_fn or "")
+    if not callable(impl):
+        raise LookupError(f"hba_fast.ops.OPS: op {spec.name} names DALI implementation {spec.dali_fn!r}, which is "
+                          f"not a function of {__name__}; add it here or fix OpSpec.dali_fn")
+    return impl
+
+
+OP_FNS: dict[str, Callable] = {op.name: _resolve(op) for op in OPS}  # name -> f(img, m), or warp(img, matrix)
+assert all(OP_FNS[op.name] is warp for op in OPS[:NUM_GEOMETRIC]), "the affine ops run as one warp"
+_PIXEL_OPS = tuple((k, OP_FNS[op.name]) for k, op in enumerate(OPS) if not op.geometric)  # (op index, f)
 
 
 def apply_op_by_index(img, op, m, matrix):
-    """Per sample, apply op `OP_NAMES[op]` with magnitude m; op < 0 (or >= 15) leaves the sample unchanged.
+    """Per sample, apply op `OPS[op]` with magnitude m; op < 0 (or >= 15) leaves the sample unchanged.
 
     `op` is a per-sample int32 scalar node, `m` a float32 one and `matrix` the (2, 3) `affine_matrices` entry for
     (op, m). Must be called inside a pipeline definition built with `enable_conditionals=True`: each `if` splits
-    the batch, so an op only runs on its samples; the five geometric ops share one warp.
+    the batch, so an op only runs on its samples; the geometric ops share one warp.
     """
     if (op >= 0) & (op < NUM_GEOMETRIC):
         img = warp(img, matrix)
-    for index, name in enumerate(OP_NAMES[NUM_GEOMETRIC:], start=NUM_GEOMETRIC):
+    for index, impl in _PIXEL_OPS:
         if op == index:
-            img = PIXEL_OPS[name](img, m)
+            img = impl(img, m)
     return img
 
 
@@ -259,7 +273,7 @@ def _op_pipeline(name: str, batch_size: int, device: str, device_id: int | None,
         matrix = fn.external_source(name="matrix", dtype=_F32, ndim=2)
         if device == "gpu":
             img = img.gpu()
-        out = warp(img, matrix) if name in OP_NAMES[:NUM_GEOMETRIC] else PIXEL_OPS[name](img, m)
+        out = OP_FNS[name](img, matrix if OPS[OP_INDEX[name]].geometric else m)
         return out, m, matrix  # returned so that every input stays in the graph
 
     pipe = one_op()
@@ -273,12 +287,11 @@ def dali_apply_op(images: torch.Tensor, name: str, magnitude: torch.Tensor, devi
 
     `device` picks DALI's CPU or GPU operators; the result comes back on the input's device.
     """
-    if name not in OP_NAMES:
-        raise ValueError(f"unknown op {name!r}; valid names: {', '.join(OP_NAMES)}")
+    if name not in OP_INDEX:
+        raise ValueError(f"unknown op {name!r}; valid names: {', '.join(OP_INDEX)}")
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    check_images(images)  # the errors hba_fast.ops.apply_op raises
     batch = images.shape[0]
     magnitude = torch.as_tensor(magnitude, dtype=torch.float32).reshape(-1).expand(batch)
     device_id = None  # DALI's GPU operators run on the images' GPU (the current one for CPU images)
@@ -293,7 +306,7 @@ def dali_apply_op(images: torch.Tensor, name: str, magnitude: torch.Tensor, devi
     pipe.feed_input("images", list(hwc), layout="HWC")
     mags = magnitude.cpu().numpy()
     pipe.feed_input("mags", [np.float32(v) for v in mags])
-    matrices = affine_matrices(np.full(batch, OP_NAMES.index(name)), mags, images.shape[2], images.shape[3])
+    matrices = affine_matrices(np.full(batch, OP_INDEX[name]), mags, images.shape[2], images.shape[3])
     pipe.feed_input("matrix", list(matrices))
     out, _, _ = pipe.run()
     return to_torch(out, images.device).permute(0, 3, 1, 2).contiguous()

@@ -6,15 +6,15 @@ CUDA device, the same graph with CPU operators otherwise):
     images: external_source (in-memory arrays)  |  readers.file -> decoders.image_random_crop -> resize
     draw:   external_source ops (2,), mags (2,), affine matrices (2, 2, 3), lam (54,) per sample (`draw_policy`)
     for position in (0, 1): img = OP[ops[position]](img, mags[position])       (DALI conditionals, dali_ops)
-    recipe  cifar:    pad-4 random crop, flip, standardise (CHW float), Cutout 16 (fill 0)
-            svhn:     standardise, Cutout 20
-            imagenet: flip, colour jitter (brightness/contrast/saturation 0.4), PCA lighting (0.1), standardise
-            none:     standardise
+    recipe  the steps its `recipes.RECIPES` record turns on, in the torch path's order (`_recipe_tail`):
+            random crop (crop_pad, zero fill), flip, colour jitter (jitter), PCA lighting (lighting_std),
+            standardise (CHW float), Cutout (cutout_size, fill 0); e.g. cifar: crop, flip, standardise, Cutout;
+            imagenet (random-resized-crop before the policy): flip, jitter, lighting, standardise
     outputs images (B, 3, H, W) float32, labels (B,) int64, lam (B, 54), ops (B, 2), mags (B, 2)
 
 lam_i travels through the pipeline next to its image, so the batch hands the trainer exactly the lambda_i that
 augmented each sample even though DALI prefetches (the sampler may be a few steps ahead of the trainer).
-Clean batches (val/test) are only standardised (ImageNet recipe: resize the shorter side to size/0.875, centre
+Clean batches (val/test) are only standardised (JPEG files: resize the shorter side to size/0.875, centre
 crop). The training pipeline is built once (graph construction with 22 conditionals takes seconds) and streams
 across epochs; data order and policy draws are seeded per (seed, rank, epoch, step), so a run resumed from
 `state_dict()` gets the same images and, given the same probs/mags, the same draws for in-memory data (DALI's own
@@ -34,6 +34,8 @@ import nvidia.dali.math as dmath
 import torch
 from nvidia.dali import fn, pipeline_def, types
 
+from ..errors import DataError
+from ..policy import SearchSpace
 from .base import Batch
 from .dali_ops import affine_matrices, apply_op_by_index, to_torch
 from .dali_readers import (
@@ -44,14 +46,15 @@ from .dali_readers import (
     identity_draw,
     scan_jpegs,
 )
-from .recipes import resolve_recipe
+from .recipes import PCA_EIGVAL, PCA_EIGVEC, get_recipe, resolve_recipe
 
 log = logging.getLogger(__name__)
 
-LAM_DIM = 54
-PCA_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)  # ImageNet RGB covariance (fb.resnet.torch)
-PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]],
-                      np.float32)
+LAM_DIM = SearchSpace.lam_dim  # 54
+# PCA lighting's RGB offset per unit alpha, in pixels: eigvec[c][k] * eigval[k] * 255 (float32, as DALI adds it).
+_PCA_RGB = np.array(PCA_EIGVEC, np.float32) * np.array(PCA_EIGVAL, np.float32)[None, :] * 255.0  # (3, 3)
+_EMPTY_VAL = ("the validation split is empty (data.num_val=0, or every validation image was skipped as corrupt); "
+              "the hyper steps need validation images: set data.num_val > 0")
 
 
 def _scale255(v) -> list[float]:
@@ -83,27 +86,28 @@ def _standardise(img, mean, std, mirror=None, crop=None):
 
 
 def _recipe_tail(img, recipe: str, mean, std, device: str, cutout: bool):
-    """Everything after the policy: (H, W, 3) uint8 -> (3, H, W) float32 standardised."""
-    if recipe == "cifar":
-        shape = img.shape()
-        hw = fn.cast(shape[0:2], dtype=types.INT32)
-        shift = fn.cast(fn.random.uniform(values=list(range(-4, 5)), shape=[2]), dtype=types.INT32)
-        img = fn.slice(img, shift, hw, axes=[0, 1], out_of_bounds_policy="pad", fill_values=0)
-        out = _standardise(img, mean, std, mirror=fn.random.coin_flip())
-        return _cutout_fixed(out, 16) if cutout else out
-    if recipe == "svhn":
-        out = _standardise(img, mean, std)
-        return _cutout_fixed(out, 20) if cutout else out
-    if recipe == "imagenet":
-        img = fn.flip(img, horizontal=fn.random.coin_flip())
-        img = fn.color_twist(img, brightness=fn.random.uniform(range=[0.6, 1.4]),
-                             contrast=fn.random.uniform(range=[0.6, 1.4]),
-                             saturation=fn.random.uniform(range=[0.6, 1.4]))
-        alpha = fn.random.normal(shape=[3]) * 0.1  # (3,) per sample
-        rgb = fn.reductions.sum(types.Constant(PCA_EIGVEC * PCA_EIGVAL[None, :] * 255.0) * alpha, axes=[1])
+    """Everything after the policy, as the record `recipes.RECIPES[recipe]` says, in `recipes.post_policy`'s
+    order: (H, W, 3) uint8 -> (3, H, W) float32 standardised."""
+    r = get_recipe(recipe)
+    if r.crop_pad:
+        hw = fn.cast(img.shape()[0:2], dtype=types.INT32)
+        shift = fn.random.uniform(values=list(range(-r.crop_pad, r.crop_pad + 1)), shape=[2])
+        img = fn.slice(img, fn.cast(shift, dtype=types.INT32), hw, axes=[0, 1], out_of_bounds_policy="pad",
+                       fill_values=0)
+    mirror = fn.random.coin_flip() if r.flip else None
+    if mirror is not None and (r.jitter or r.lighting_std):  # before the colour steps; else CMN mirrors
+        img, mirror = fn.flip(img, horizontal=mirror), None
+    if r.jitter:
+        lo, hi = max(0.0, 1 - r.jitter), 1 + r.jitter  # as recipes.color_jitter
+        img = fn.color_twist(img, brightness=fn.random.uniform(range=[lo, hi]),
+                             contrast=fn.random.uniform(range=[lo, hi]),
+                             saturation=fn.random.uniform(range=[lo, hi]))
+    if r.lighting_std:
+        alpha = fn.random.normal(shape=[3]) * r.lighting_std  # (3,) per sample
+        rgb = fn.reductions.sum(types.Constant(_PCA_RGB) * alpha, axes=[1])
         img = fn.cast(img, dtype=types.FLOAT) + (rgb.gpu() if device == "gpu" else rgb)
-        return _standardise(img, mean, std)
-    return _standardise(img, mean, std)
+    out = _standardise(img, mean, std, mirror=mirror)
+    return _cutout_fixed(out, r.cutout_size) if cutout and r.cutout_size else out
 
 
 class DaliPipeline:
@@ -124,15 +128,17 @@ class DaliPipeline:
         self.mean, self.std = _scale255(splits.mean), _scale255(splits.std)
         self.cutout = getattr(data_cfg, "cutout", True)
         train_images = splits.train.images
-        in_place = self.recipe != "imagenet" and train_images is not None  # the policy sees the stored size
+        # The policy sees the stored size unless the recipe resizes first.
+        in_place = not get_recipe(self.recipe).resized_crop and train_images is not None
         self.policy_hw = tuple(train_images.shape[2:]) if in_place else (self.size, self.size)
         self.num_corrupt = 0
         self.train_files = self._checked_files(splits.train) if splits.train.files is not None else None
         n = len(self.train_files[0]) if self.train_files else len(splits.train.labels)
         self.steps_per_epoch = (n // self.world) // self.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(f"training split has {n} images for {self.world} process(es): fewer than one batch of "
-                             f"data.batch_size={self.batch_size}; lower data.batch_size")
+            raise DataError(f"the training split has {n} images, fewer than one batch of data.batch_size="
+                            f"{self.batch_size} x {self.world} process(es); lower data.batch_size or raise "
+                            f"data.num_train")
         self._eval_files = {}
         self._train_pipe, self._epoch, self._step = None, 0, 0
         # Whether the sampler hands back lambda_i (a SearchSampler does, a ScheduleSampler gives None): batches
@@ -180,7 +186,7 @@ class DaliPipeline:
                                                  dtype=[types.UINT8, types.INT64])
                 if dev == "gpu":
                     img = img.gpu()
-                if self.recipe == "imagenet":
+                if get_recipe(self.recipe).resized_crop:
                     img = fn.random_resized_crop(img, size=[self.size, self.size])
             else:
                 jpegs, labels = fn.readers.file(files=files[0], labels=[int(v) for v in files[1]],
@@ -283,6 +289,8 @@ class DaliPipeline:
     def val_batch(self) -> Batch:
         """The next clean validation batch (cycles forever, reshuffled each pass)."""
         if self._val_pipe is None:
+            if len(self.splits.val.labels) == 0:
+                raise DataError(_EMPTY_VAL)
             if self.splits.val.files is not None:
                 self._val_pipe = _CyclingFiles(self)
             else:
@@ -295,12 +303,15 @@ class DaliPipeline:
 
     def state_dict(self) -> dict:
         return {"epoch": self._epoch, "step": self._step, "val_step": self._val_step, "seed": self.seed,
-                "num_corrupt": self.num_corrupt}
+                "num_corrupt": self.num_corrupt,
+                "sampler": None if self.sampler is None else self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self._epoch, self._step, self._val_step = state["epoch"], state["step"], state["val_step"]
         self.seed = state.get("seed", self.seed)
         self._train_pipe = self._val_pipe = None
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])
 
 
 class _PolicySource:
@@ -337,7 +348,7 @@ class _CyclingFiles:
                 return next(self.it)
             except StopIteration:
                 self.it = None
-        raise ValueError("the validation split is empty")
+        raise DataError(_EMPTY_VAL)
 
 
 def _run_all(pipe, owner: DaliPipeline):

@@ -21,9 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-
-class CorruptImageError(RuntimeError):
-    """A JPEG of the dataset cannot be decoded (data.on_corrupt = "error")."""
+from ..errors import CorruptImageError, DataError
 
 
 def draw_policy(probs: np.ndarray, mags: np.ndarray, seed: int | Sequence[int]) -> dict[str, np.ndarray]:
@@ -125,7 +123,8 @@ def scan_jpegs(files: Sequence[str], labels: np.ndarray, on_corrupt: str, thread
                ) -> tuple[list[str], np.ndarray, list[str]]:
     """Check every file (see module docstring); returns (good files, their labels, bad files)."""
     if on_corrupt not in ("skip", "error"):
-        raise ValueError(f"data.on_corrupt must be 'skip' or 'error', got {on_corrupt!r}")
+        raise DataError(f"data.on_corrupt must be 'skip' or 'error', got {on_corrupt!r}; set data.on_corrupt=skip "
+                        f"to skip and count undecodable files, or error to stop at the first")
     with ThreadPoolExecutor(max_workers=threads) as pool:
         ok = np.fromiter(pool.map(_jpeg_ok, files), dtype=bool, count=len(files))
     bad = [f for f, good in zip(files, ok) if not good]

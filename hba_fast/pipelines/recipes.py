@@ -6,6 +6,9 @@ Recipes (SPEC 3, paper 4.2; `policy` is the per-sample PBA policy, applied by th
     imagenet  random-resized-crop -> policy -> flip -> colour jitter (0.4, 0.4, 0.4) -> PCA lighting (0.1)
               -> standardise
     none      policy -> standardise
+Each is one `Recipe` record in `RECIPES` (keyed by name); both backends (these torch functions and the DALI
+graph, `dali_pipeline._recipe_tail`) read its fields and run the steps a record turns on in this fixed order:
+random-resized-crop | policy | random crop | flip | colour jitter | PCA lighting | standardise | Cutout.
 `pre_policy` runs what comes before the policy (uint8 in / out), `post_policy` the rest (uint8 in, float32
 standardised out). Clean (evaluation) batches are only standardised: in-memory images are already at the
 training size (folder images are resized and centre-cropped when decoded).
@@ -18,26 +21,57 @@ Conventions, per op (all per sample, every random draw from the caller's generat
 - random-resized-crop (torchvision semantics): area fraction in [0.08, 1], log-uniform aspect in [3/4, 4/3],
   10 attempts then a centre crop; the box is resampled to the output size with bilinear interpolation.
 - colour jitter: brightness x * b, contrast blend with the image's mean grey, saturation blend with the
-  pixel's grey, factors uniform in [0.6, 1.4], in that fixed order (torchvision shuffles the order).
-- PCA lighting (AlexNet; Fast AutoAugment's ImageNet recipe): x + V (alpha * eigval), alpha ~ N(0, 0.1^2).
+  pixel's grey, factors uniform in [1 - s, 1 + s] (s = `Recipe.jitter`), in that fixed order (torchvision
+  shuffles the order).
+- PCA lighting (AlexNet; Fast AutoAugment's ImageNet recipe): x + V (alpha * eigval), alpha ~ N(0, s^2)
+  (s = `Recipe.lighting_std`; V, eigval = `PCA_EIGVEC`, `PCA_EIGVAL`).
 Images in [0, 1] for jitter and lighting; standardise(x) = (x / 255 - mean) / std per channel.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 
-RECIPES = ("cifar", "svhn", "imagenet", "none")
-CUTOUT_SIZE = {"cifar": 16, "svhn": 20}
-CROP_PAD = 4
-JITTER = 0.4  # brightness, contrast and saturation strength
-LIGHTING_STD = 0.1
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One dataset's baseline augmentation; a step whose field is False or 0 is skipped."""
+
+    name: str
+    resized_crop: bool  # random-resized-crop to the image size before the policy
+    crop_pad: int  # px: random crop with this zero padding after the policy (0: no crop)
+    flip: bool  # horizontal flip with probability 0.5
+    jitter: float  # colour jitter strength s: brightness, contrast, saturation factors uniform in [1 - s, 1 + s]
+    lighting_std: float  # std of PCA lighting's alpha (images in [0, 1])
+    cutout_size: int  # px: side of the fixed Cutout square after standardising (0: none)
+
+
+RECIPES: Mapping[str, Recipe] = MappingProxyType({r.name: r for r in (
+    Recipe("cifar", resized_crop=False, crop_pad=4, flip=True, jitter=0.0, lighting_std=0.0, cutout_size=16),
+    Recipe("svhn", resized_crop=False, crop_pad=0, flip=False, jitter=0.0, lighting_std=0.0, cutout_size=20),
+    Recipe("imagenet", resized_crop=True, crop_pad=0, flip=True, jitter=0.4, lighting_std=0.1, cutout_size=0),
+    Recipe("none", resized_crop=False, crop_pad=0, flip=False, jitter=0.0, lighting_std=0.0, cutout_size=0),
+)})
+CUTOUT_SIZE = {name: r.cutout_size for name, r in RECIPES.items() if r.cutout_size}  # {"cifar": 16, "svhn": 20}
 # ImageNet RGB PCA (AlexNet), as in Fast AutoAugment's data code: eigenvalues and eigenvectors (columns).
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 _GREY = (0.2989, 0.587, 0.114)
+_IMAGENET = RECIPES["imagenet"]  # the defaults of color_jitter and pca_lighting
+
+
+def get_recipe(name: str) -> Recipe:
+    """The record of recipe `name`; ConfigError naming the valid ones otherwise."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; data.recipe must be 'auto' or one of {tuple(RECIPES)}")
+    return RECIPES[name]
 
 
 def resolve_recipe(data_cfg) -> str:
@@ -48,7 +82,7 @@ def resolve_recipe(data_cfg) -> str:
             return "svhn"
         return "imagenet" if (data_cfg.dataset == "folder" or data_cfg.image_size >= 64) else "cifar"
     if recipe not in RECIPES:
-        raise ValueError(f"data.recipe must be 'auto' or one of {RECIPES}, got {recipe!r}")
+        raise ConfigError(f"data.recipe must be 'auto' or one of {tuple(RECIPES)}, got {recipe!r}")
     return recipe
 
 
@@ -142,7 +176,8 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return x[:, 0:1] * _GREY[0] + x[:, 1:2] * _GREY[1] + x[:, 2:3] * _GREY[2]  # (B, 1, H, W)
 
 
-def color_jitter(x: torch.Tensor, generator: torch.Generator | None = None, strength: float = JITTER) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, generator: torch.Generator | None = None,
+                 strength: float = _IMAGENET.jitter) -> torch.Tensor:
     """Brightness, contrast, saturation with factors uniform in [1 - s, 1 + s]; x float in [0, 1]."""
     f = _uniform((x.shape[0], 3, 1, 1, 1), generator, x.device, max(0.0, 1 - strength), 1 + strength)
     x = (x * f[:, 0]).clamp(0, 1)
@@ -150,7 +185,8 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator | None = None, stre
     return (f[:, 2] * x + (1 - f[:, 2]) * _grey(x)).clamp(0, 1)
 
 
-def pca_lighting(x: torch.Tensor, generator: torch.Generator | None = None, std: float = LIGHTING_STD) -> torch.Tensor:
+def pca_lighting(x: torch.Tensor, generator: torch.Generator | None = None,
+                 std: float = _IMAGENET.lighting_std) -> torch.Tensor:
     """AlexNet's PCA colour noise: x + V (alpha * eigval), alpha ~ N(0, std^2) per image; x float (B, 3, H, W)."""
     alpha = std * torch.randn((x.shape[0], 3), generator=generator, device=x.device)  # (B, 3)
     # rgb[:, c] = sum_k eigvec[c][k] eigval[k] alpha[:, k], with Python-scalar coefficients (no per-step copy).
@@ -160,24 +196,28 @@ def pca_lighting(x: torch.Tensor, generator: torch.Generator | None = None, std:
 
 
 def pre_policy(recipe: str, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The recipe's steps before the policy (uint8 in and out): random-resized-crop for imagenet."""
-    if recipe == "imagenet":
+    """The recipe's steps before the policy (uint8 in and out): random-resized-crop where the record asks."""
+    if get_recipe(recipe).resized_crop:
         return random_resized_crop(images, images.shape[-1], generator)
     return images
 
 
 def post_policy(recipe: str, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                 generator: torch.Generator | None = None, cutout: bool = True) -> torch.Tensor:
-    """The recipe's steps after the policy: uint8 (B, 3, H, W) -> float32 standardised (B, 3, H, W)."""
-    if recipe == "cifar":
-        x = standardise(random_flip(random_crop(images, CROP_PAD, generator), generator), mean, std)
-    elif recipe == "imagenet":
-        x = random_flip(images, generator).float() / 255
-        x = standardise(pca_lighting(color_jitter(x, generator), generator), mean, std)
-    elif recipe in ("svhn", "none"):
-        x = standardise(images, mean, std)
-    else:
-        raise ValueError(f"unknown recipe {recipe!r}; one of {RECIPES}")
-    if cutout and recipe in CUTOUT_SIZE:
-        x = cutout_fixed(x, CUTOUT_SIZE[recipe], generator)
+    """The recipe's steps after the policy, in the module's order: uint8 (B, 3, H, W) -> float32 standardised.
+
+    `cutout=False` (data.cutout) skips the record's Cutout."""
+    r = get_recipe(recipe)
+    if r.crop_pad:
+        images = random_crop(images, r.crop_pad, generator)
+    if r.flip:
+        images = random_flip(images, generator)
+    x = images.float() / 255  # (B, 3, H, W) in [0, 1]
+    if r.jitter:
+        x = color_jitter(x, generator, r.jitter)
+    if r.lighting_std:
+        x = pca_lighting(x, generator, r.lighting_std)
+    x = standardise(x, mean, std)
+    if cutout and r.cutout_size:
+        x = cutout_fixed(x, r.cutout_size, generator)
     return x

@@ -154,10 +154,10 @@ class TorchPipeline:
     # ---- resume ----
 
     def state_dict(self) -> dict:
-        # The policy sampler is not saved here: its owner (the trainer) checkpoints it, for every backend.
         return {"epoch": self.epoch, "step": self.step, "seed": self.seed,
                 "aug_generator": self._aug_gen.get_state(), "val_generator": self._val_gen.get_state(),
-                "val_perm": self._val_perm, "val_pos": self._val_pos}
+                "val_perm": self._val_perm, "val_pos": self._val_pos,
+                "sampler": None if self.sampler is None else self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.step, self.seed = int(state["epoch"]), int(state["step"]), int(state["seed"])
@@ -165,3 +165,5 @@ class TorchPipeline:
         self._val_gen.set_state(state["val_generator"].cpu())
         self._val_perm = None if state["val_perm"] is None else state["val_perm"].cpu()
         self._val_pos = int(state["val_pos"])
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])

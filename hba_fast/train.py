@@ -15,9 +15,9 @@ import torch
 
 from .config import Config, ConfigError
 from .datasets import load_splits
+from .hyperparams import ScheduleSampler
 from .models import build_model
 from .pipelines import build_pipeline
-from .pipelines.sampler import ScheduleSampler
 from .schedule import read_schedule
 from .session import place_model, start_run
 from .trainer import Trainer
@@ -48,9 +48,7 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
         run.log.info(f"train: {cfg.model.name} on {cfg.data.dataset} with {what}, {type(pipeline).__name__} "
                      f"on {run.device}")
 
-        trainer = Trainer(model, pipeline, None, cfg.optim, cfg.train, run.device, run.log, world=run.dist.world,
-                          stateful={"sampler": sampler} if sampler is not None else None,
-                          channels_last=channels_last)
+        trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(run.log.dir / "checkpoint.pt")
         trainer.fit()
