@@ -14,6 +14,13 @@ host syncs: the permutation is argsort of uniform keys, the first K accepted com
 Shapes: probs, mags (30,) shared or (B, 30) per sample; a draw holds slots / ops / mags (B, 2) for the two
 positions (-1 / -1 / 0 where nothing is applied) and k (B,).
 
+Applying a draw, two forms with identical results (bit for bit, both equal to each op's Pillow-exact function):
+- indexed: each drawn op runs on the images that drew it (`images[idx]`): the least arithmetic, but data-dependent
+  shapes and host syncs (`unique().tolist()`, `nonzero`: a few per op and position), so no CUDA graph;
+- static: `mixed_ops.apply_mixed`, a fixed set of batched passes per position (one affine gather, one table
+  gather, one blend, one mask) whatever was drawn: no host syncs, capturable in a CUDA graph.
+`data.policy_form` picks one: `auto` = static on CUDA, indexed on the CPU (`static_form`).
+
 References: Ho et al., "Population Based Augmentation" (2019), Algorithm 1; SPEC sections 3 and 6.
 """
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .mixed_ops import apply_mixed
 from .ops import OP_INDEX, OPS, check_images, cutout, cutout_centres, cutout_size
 
 NUM_OPS = len(OPS)  # 15
@@ -194,8 +202,8 @@ def apply_draw(
 
     Cutout's centres are drawn for the whole batch up front (two (B, 2) draws from `generator`), so both forms
     consume the same random numbers and give identical results. static=False runs each op on the images that
-    drew it (data-dependent shapes, one host sync per op); static=True runs every op on the whole batch and
-    selects with torch.where: fixed shapes, no host syncs, capturable in a CUDA graph.
+    drew it (data-dependent shapes, host syncs); static=True runs `mixed_ops.apply_mixed` per position: fixed
+    shapes and work whatever was drawn, no host syncs, capturable in a CUDA graph.
     """
     check_images(images)
     b, _, h, w = images.shape
@@ -206,7 +214,7 @@ def apply_draw(
     for pos in range(MAX_OPS):
         op_idx, mag = draw.ops[:, pos].to(images.device), draw.mags[:, pos].to(images.device).float()
         if static:
-            out = _apply_position_static(out, op_idx, mag, centres[pos], generator)
+            out = apply_mixed(out, op_idx, mag, centres[pos])
         else:
             out = _apply_position_indexed(out, op_idx, mag, centres[pos], generator)
     return out
@@ -216,16 +224,6 @@ def _run_op(images: torch.Tensor, k: int, mag: torch.Tensor, centres: torch.Tens
     if k == _CUTOUT:
         return cutout(images, cutout_size(mag, images.shape[2], images.shape[3]), centres=centres)
     return OPS[k].fn(images, mag, generator)
-
-
-def _apply_position_static(images, op_idx, mag, centres, generator) -> torch.Tensor:
-    out = images
-    for k, spec in enumerate(OPS):
-        chosen = op_idx == k  # (B,)
-        # Samples that did not draw op k get its identity magnitude, so no op sees an out-of-range value.
-        m_k = torch.where(chosen, mag, spec.identity if spec.identity is not None else 0.0)
-        out = torch.where(chosen[:, None, None, None], _run_op(images, k, m_k, centres, generator), out)
-    return out
 
 
 def _apply_position_indexed(images, op_idx, mag, centres, generator) -> torch.Tensor:
@@ -249,3 +247,21 @@ def apply_policy(
         probs, mags = probs.to(images.device), mags.to(images.device)  # no-ops when already there
     draw = sample_policy(probs, mags, generator, batch_size=images.shape[0])
     return apply_draw(images, draw, static=static, generator=generator)
+
+
+POLICY_FORMS = ("auto", "static", "indexed")  # data.policy_form
+
+
+def static_form(form: str, device: torch.device | str) -> bool:
+    """Whether data.policy_form `form` means the static form on `device`.
+
+    auto: static on CUDA, where host syncs stall the GPU's queue and a CUDA graph needs fixed shapes; indexed on
+    the CPU, where syncs cost nothing and the static form's extra passes do: measured on a 2-core CPU (1 thread,
+    torch 2.13) the static form took 3x the indexed form's time at 32x32 (batch 64 and 128) and 8x at 224x224
+    (batch 32); see the closing note of issue 12.
+    """
+    if form not in POLICY_FORMS:
+        raise ValueError(f"policy form must be one of {', '.join(POLICY_FORMS)}, got {form!r}")
+    if form == "auto":
+        return torch.device(device).type == "cuda"
+    return form == "static"
