@@ -4,8 +4,9 @@ form), DALI (ours), Pillow on all cores (PBA's way), torchvision RandAugment and
 
 Workloads (--workloads, default all)
   policy32   the PBA policy (K ~ {0,1,2}, per-sample ops and continuous magnitudes) on 32x32 images, batch 128..1024:
-             `apply_policy` (sampling + applying) in the static form (eager, and replayed from a CUDA graph) and the
-             indexed form on the device; DALI and Pillow take uint8 batches from host memory.
+             `apply_policy` (sampling + applying) on the device in the static form (on CUDA its Triton kernels,
+             eager and replayed from a CUDA graph, and its torch passes) and the indexed form; DALI and Pillow
+             take uint8 batches from host memory.
   policy224  the same torch policy on 224x224 tensors (batch 32, and 256 on a GPU): ImageNet-sized images.
   imagenet   the ImageNet recipe at 224x224 from JPEG files (a shapes10 class-folder tree at 500x375, written
              here): decode, random-resized-crop, policy, flip, colour jitter, lighting, standardise, with DALI
@@ -355,21 +356,32 @@ def graphed(fn):
     return graph.replay
 
 
-def torch_policy_rows(args, gpu: bool, record, workload: str, images: torch.Tensor, batch: int) -> dict[str, float]:
-    """apply_policy on a device batch: static (eager), static replayed from a CUDA graph (GPU), indexed.
-    Per-sample probs / mags (B, 30), as the pipeline's sampler hands them. Returns seconds per batch by form."""
-    from hba_fast.policy import apply_policy
+def policy_call(images: torch.Tensor, probs, mags, g, form: str) -> torch.Tensor:
+    """One policy call (sample + apply) in `form`: static (the pipeline's: Triton kernels on CUDA, torch ops on the
+    CPU), static torch (the torch passes wherever), indexed."""
+    from hba_fast.mixed_ops import apply_positions
+    from hba_fast.ops import cutout_centres
+    from hba_fast.policy import apply_policy, sample_policy
 
+    if form != "static torch":
+        return apply_policy(images, probs, mags, g, static=not form.startswith("indexed"))
+    b, _, h, w = images.shape
+    draw = sample_policy(probs, mags, g)
+    centres = [cutout_centres(b, h, w, g, images.device) for _ in range(2)]
+    return apply_positions(images, draw.ops, draw.mags, centres, impl="torch")
+
+
+def torch_policy_rows(args, gpu: bool, record, workload: str, images: torch.Tensor, batch: int) -> dict[str, float]:
+    """The policy on a device batch: static (eager), static replayed from a CUDA graph and static with the torch
+    passes (GPU), indexed. Per-sample probs / mags (B, 30), as the pipeline's sampler hands them. Returns seconds
+    per batch by form."""
     dev = images.device
     probs, mags = (t.expand(batch, 30).contiguous() for t in policy_tensors(dev))
     g = torch.Generator(device=dev).manual_seed(0)
     seconds = {}
-    for form in ("static", "static graph", "indexed"):
-        if form == "static graph" and not gpu:
-            continue
-        static = form != "indexed"
-        step = partial(apply_policy, images, probs, mags, None if form == "static graph" else g, static=static)
-        ops = count_ops(step)
+    for form in ("static", "static graph", "static torch", "indexed") if gpu else ("static", "indexed"):
+        step = partial(policy_call, images, probs, mags, None if form == "static graph" else g, form)
+        ops = count_ops(step)  # operator calls; the Triton kernels' launches (4 per position) come on top
         if form == "static graph":
             step = graphed(step)
         s = time_steps(step, args.iters, args.warmup, gpu)

@@ -22,6 +22,7 @@ from pathlib import Path
 TARGETS = [
     ("policy_share", "static", "policy / WRN-40-2 step, b128 [static, eager]", 0.05, "<="),
     ("policy_share", "static graph", "policy / WRN-40-2 step, b128 [static, CUDA graph]", 0.05, "<="),
+    ("policy_share", "static torch", "policy / WRN-40-2 step, b128 [static, torch ops]", 0.05, "<="),
     ("policy_share", "indexed", "policy / WRN-40-2 step, b128 [indexed]", 0.05, "<="),
     *[("round_ratio", f"{s} {m}", f"search round / plain step per image [{s}, {m}]", goal, "<=")
       for s, goal in (("first_bn", 1.35), ("conv+bn", 1.8)) for m in ("eager", "graphs", "compile")],

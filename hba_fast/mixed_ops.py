@@ -98,14 +98,21 @@ class MixedParams:
         return MixedParams(**{f.name: getattr(self, f.name)[pos] for f in fields(self)})
 
 
+def _on_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A copy of a small CPU tensor on `device` made with fill kernels, one per non-zero entry: no host-to-device
+    copy, which would synchronise (and is not allowed while a CUDA graph is captured)."""
+    out = torch.zeros(values.shape, dtype=values.dtype, device=device)
+    for index in values.nonzero().tolist():
+        out[tuple(index)] = values[tuple(index)].item()
+    return out
+
+
 @functools.cache
 def _lookup(device: torch.device, height: int, width: int) -> tuple[torch.Tensor, ...]:
-    """Per-op tables on `device`, row k + 1 for op index k (row 0: no op):
+    """Per-op tables on `device`, row k + 1 for op index k (row 0: no op), made once per device and size:
     identity float64 (6,) and slope float64 (16, 6): a linear geometric op's AFFINE data at magnitude m is
     identity + m * slope (ShearX/Y, TranslateX/Y: one entry m * scale), read off its coefficient function here
-    (linearity checked); the other rows are 0. table / degenerate kind int32 (16,) each.
-    Made once per device and size (host-to-device copies: the first call, a warm-up, must precede any CUDA graph
-    capture)."""
+    (linearity checked); the other rows are 0. table / degenerate kind int32 (16,) each."""
     one, two = torch.ones(1), torch.full((1,), 2.0)
     identity = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
     slope = torch.zeros(len(OPS) + 1, 6, dtype=torch.float64)
@@ -115,10 +122,9 @@ def _lookup(device: torch.device, height: int, width: int) -> tuple[torch.Tensor
             assert torch.equal(make(two, height, width)[0] - identity, 2 * s1) and torch.equal(
                 make(torch.zeros(1), height, width)[0], identity), f"{name}'s AFFINE data is not linear in m"
             slope[OP_INDEX[name] + 1] = s1
-    table = [0] + [TABLE_KINDS.get(op.name, 0) for op in OPS]
-    degenerate = [0] + [DEGENERATE_KINDS.get(op.name, 0) for op in OPS]
-    return (identity.to(device), slope.to(device), torch.tensor(table, dtype=torch.int32, device=device),
-            torch.tensor(degenerate, dtype=torch.int32, device=device))
+    table = torch.tensor([0] + [TABLE_KINDS.get(op.name, 0) for op in OPS], dtype=torch.int32)
+    degenerate = torch.tensor([0] + [DEGENERATE_KINDS.get(op.name, 0) for op in OPS], dtype=torch.int32)
+    return tuple(_on_device(t, device) for t in (identity, slope, table, degenerate))
 
 
 def mixed_params(op: torch.Tensor, mag: torch.Tensor, height: int, width: int) -> MixedParams:
