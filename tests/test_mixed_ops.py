@@ -137,7 +137,7 @@ def test_whole_policies_static_equals_indexed(cifar_mini):
 def degenerate_images(cifar_mini, n: int) -> torch.Tensor:
     """Real images plus the cases of Pillow's special branches: a flat image (AutoContrast / Equalize leave it),
     a two-level one, one with a single pixel in the top bin (Equalize's step 0), one channel flat."""
-    x = images_of(cifar_mini, n - 4, "val", offset=300)
+    x = images_of(cifar_mini, n - 4, "train", offset=1000)
     flat = torch.full((1, 3, 32, 32), 77, dtype=torch.uint8)
     two = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
     two[:, :, :10] = 200
