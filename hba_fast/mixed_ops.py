@@ -26,7 +26,7 @@ position. The image-dependent parts (histograms, lowest / highest values, luma, 
 image in every call.
 
 Two implementations of the passes, identical results (tests/test_mixed_ops.py): `impl="torch"`, batched torch ops
-(any device; about 250 operator calls per position, each a kernel launch on a GPU) and `impl="triton"`, three
+(any device; about 180 operator calls per position, each a kernel launch on a GPU) and `impl="triton"`, three
 fused kernels per position (`mixed_ops_triton.py`: statistics, tables, one pixel pass). "auto": Triton on CUDA
 when triton is installed, torch elsewhere. Do not hand the torch passes to torch.compile: a fused kernel may contract
 the blend's multiply and add into one FMA, which rounds differently from Pillow's two float32 operations (the

@@ -10,7 +10,7 @@
                   image's own kept; fill 128), the table lookup, the blend with the image's degenerate value (grey
                   level, luma, black, or SMOOTH of the 3x3 neighbourhood), Cutout's square
 plus one zero fill of the statistics: four launches per position, whatever was drawn, where the torch passes of
-mixed_ops.py make about 250 operator calls. Nothing is read back to the host.
+mixed_ops.py make about 180 operator calls. Nothing is read back to the host.
 
 Exactness (the reference is mixed_ops.py's torch passes, which equal hba_fast.ops and so Pillow, bit for bit):
 every step repeats the torch passes' arithmetic in the same order and precision: float64 for the affine
@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from .kernels.triton_support import jit, tl, triton
-from .ops import _SMOOTH_K1, _SMOOTH_K5
+from .ops import SMOOTH_K1, SMOOTH_K5
 
 STATS = 776  # int32 per image: 3 x 256 histogram | 3 x max(255 - v) | 3 x max(v) | luma sum | padding
 _LOW, _HIGH, _LUMA = 768, 771, 774
@@ -215,6 +215,6 @@ def mixed_pass(images: torch.Tensor, params, centres: torch.Tensor, cutout_fill:
                            enable_fp_fusion=False)
     out = torch.empty_like(images)
     _pass_kernel[grid](images, out, params.coeffs, tables, level, params.degenerate, params.factor, params.side,
-                       centres.contiguous(), h, w, hw, *cutout_fill, K1=_SMOOTH_K1, K5=_SMOOTH_K5, BLOCK=block,
+                       centres.contiguous(), h, w, hw, *cutout_fill, K1=SMOOTH_K1, K5=SMOOTH_K5, BLOCK=block,
                        enable_fp_fusion=False)
     return out

@@ -10,9 +10,10 @@ CIFAR-10 images):
   d x + e y + f) sampled at output pixel centres with NEAREST, fill (128, 128, 128). Pillow evaluates it in
   16.16 fixed point (`affine_fixed`: A = floor(65536 a + 0.5), source = (A2 + x A0 + y A1) >> 16 with
   A2 = FIX(c + a/2 + b/2)), or, when b = d = 0 (translations), in doubles (`ImagingScaleAffine`: source =
-  floor(c + a/2 + x a)). Both are reproduced exactly with float64 coefficients and int64 pixel indices.
+  floor(c + a/2 + x a)). Both are reproduced exactly in float64 (the fixed-point sums are integers below
+  2^53). Each op's AFFINE data comes from its `*_coeffs(m, height, width)` function.
 - LUT ops (AutoContrast, Equalize, Invert, Solarize, Posterize): per-image, per-channel 256-entry tables
-  (B*3, 256) built with Pillow's formulas, then one gather.
+  (B, 3, 256) built with Pillow's formulas (`auto_contrast_lut`, `equalize_lut`), then one gather.
 - ImageEnhance ops (Contrast, Color, Brightness, Sharpness): `Image.blend(degenerate, img, f)` =
   uint8(clip(deg + f * (img - deg))) in float32, truncating; the degenerate images are the luma mean
   (Contrast), the luma L = (19595 R + 38470 G + 7471 B + 2^15) >> 16 (Color), black (Brightness) and the
@@ -24,7 +25,8 @@ CIFAR-10 images):
 sign is random, the identity magnitude, the fill colour, whether it is one of the affine ops, the torch
 implementation and the name of the DALI implementation in `hba_fast/pipelines/dali_ops.py` (a name, not a
 function: DALI is optional and this module does not import it). The policy reads names, ranges and signs from it,
-the DALI backend also the fills, the affine set and its implementations.
+the DALI backend also the fills, the affine set and its implementations; the policy's static form
+(`hba_fast/mixed_ops.py`) builds on the pieces above (AFFINE data, tables, blend, luma, SMOOTH).
 
 References: Pillow src/libImaging/{Geometry,Blend,Filter,Convert}.c and PIL/ImageOps.py, ImageEnhance.py;
 PBA augmentation_transforms.py (Ho et al. 2019); SPEC section 3.
@@ -287,8 +289,8 @@ def brightness(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator
 
 
 # SMOOTH's weights as Filter.c holds them: float32(1) / float32(13) (exactly representable as Python floats).
-_SMOOTH_K1 = float(torch.tensor(1.0) / torch.tensor(13.0))
-_SMOOTH_K5 = float(torch.tensor(5.0) / torch.tensor(13.0))
+SMOOTH_K1 = float(torch.tensor(1.0) / torch.tensor(13.0))
+SMOOTH_K5 = float(torch.tensor(5.0) / torch.tensor(13.0))
 
 
 def smooth(images: torch.Tensor) -> torch.Tensor:
@@ -299,8 +301,8 @@ def smooth(images: torch.Tensor) -> torch.Tensor:
     their three offsets (the same float32 values Filter.c forms, in the same order).
     """
     x = images.float()
-    p1 = x * _SMOOTH_K1  # (B, 3, H, W) float32: Python scalars are applied in the tensor's dtype
-    p5 = x[:, :, 1:-1, 1:-1] * _SMOOTH_K5  # (B, 3, H-2, W-2)
+    p1 = x * SMOOTH_K1  # (B, 3, H, W) float32: Python scalars are applied in the tensor's dtype
+    p5 = x[:, :, 1:-1, 1:-1] * SMOOTH_K5  # (B, 3, H-2, W-2)
     row1 = (p1[..., :-2] + p1[..., 1:-1]) + p1[..., 2:]  # (B, 3, H, W-2): every row with weights k1 k1 k1
     row5 = (p1[:, :, 1:-1, :-2] + p5) + p1[:, :, 1:-1, 2:]  # (B, 3, H-2, W-2): centre rows, k1 k5 k1
     ss = ((0.5 + row1[:, :, 2:]) + row5) + row1[:, :, :-2]  # rows y+1, y, y-1

@@ -252,10 +252,11 @@ POLICY_FORMS = ("auto", "static", "indexed")  # data.policy_form
 def static_form(form: str, device: torch.device | str) -> bool:
     """Whether data.policy_form `form` means the static form on `device`.
 
-    auto: static on CUDA, where host syncs stall the GPU's queue and a CUDA graph needs fixed shapes; indexed on
-    the CPU, where syncs cost nothing and the static form's extra passes do: measured on a 2-core CPU (1 thread,
-    torch 2.13) the static form took 3x the indexed form's time at 32x32 (batch 64 and 128) and 8x at 224x224
-    (batch 32); see the closing note of issue 12.
+    auto: static on CUDA, where host syncs stall the GPU's queue and a CUDA graph needs fixed shapes (and the
+    static form runs as three fused Triton kernels per position); indexed on the CPU, where syncs cost nothing and
+    the static form's extra passes do: on a shared 2-core CPU (torch 2.13, 1 thread, minimum of interleaved
+    repetitions of sample + apply) the static form took 3-4x the indexed form's time at 32x32 (batch 64 and 128)
+    and 8-12x at 224x224 (batch 32). `bench/bench_pipeline.py --cpu` measures both.
     """
     if form not in POLICY_FORMS:
         raise ValueError(f"policy form must be one of {', '.join(POLICY_FORMS)}, got {form!r}")
