@@ -87,7 +87,7 @@ def _tables_kernel(stats_ptr,  # int32 (B, STATS)
     # Invert, Solarize (float32 m >= 256 - float32 i, as ops.solarize), Posterize (clear the low bits).
     inverted = 255 - bins
     solarized = tl.where(arg >= 256.0 - bins.to(tl.float32), inverted, bins)
-    posterized = bins & ((255 << arg.to(tl.int32)) & 255)
+    posterized = (bins >> arg.to(tl.int32)) << arg.to(tl.int32)  # i & (255 << bits) for 0 <= i <= 255
 
     table = tl.where(kind == 1, auto, bins)
     table = tl.where(kind == 2, equal, table)
