@@ -92,7 +92,7 @@ def test_gpu_suite_smoke_runs_every_stage(tmp_path):
     results_before = sorted((ROOT / "bench" / "results").glob("*"))
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_suite.sh"), "--smoke"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=420)
+                          capture_output=True, text=True, timeout=900)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
 
