@@ -20,7 +20,8 @@
 #   round      85  bench_round.py: WRN-40-2 b128, strategies none / first_bn / conv+bn x eager / graphs / compile
 #   search     95  configs/cifar10-reduced.yaml, 200 epochs, no per-epoch validation pass: wall time, test error
 #   kernels    55  bench_kernels.py on the WRN-40-2 and WRN-28-10 conv / BN shapes (autotuning included)
-#   policy     40  bench_pipeline.py: policy forms (static, static in a CUDA graph, indexed) vs a WRN-40-2 step
+#   policy     40  bench_pipeline.py: policy forms (static: Triton eager / in a CUDA graph / torch passes; indexed)
+#                  vs a WRN-40-2 step at batch 128
 #   total     360  (rebuild overlaps tests), then the summary; give the call a timeout of about 420 s.
 # --smoke: shapes10 instead of CIFAR-10 (no rebuild), tiny models and sizes, the same commands otherwise; every
 # limit x3 (a shared CI CPU is slower than the GPU machine's 16 cores; the budget above is the GPU run's).
