@@ -15,13 +15,15 @@ the start of the run (an 8192^3 bf16 matmul, a 1 GiB device copy counting read +
 reads x, w0, wu and writes y, yu; backward reads dy, x, w0, wu, yu and writes dx, dw0, dwu. "x floor" is the
 fused time over that floor.
 Timings: triton.testing.do_bench, median. Printed as ms and TFLOP/s (GB/s for BN: minimal traffic,
-2 passes forward and 5 forward+backward) against the device peak; JSON lines appended to
-bench/results/kernels.jsonl with device, versions, git sha and time, plus one summary line per net
-(layer times weighted by how often each shape occurs).
+2 passes forward and 5 forward+backward) against the device peak; JSON lines appended to --out (default
+bench/results/kernels.jsonl) as they are measured (a run stopped by a time limit keeps what it measured), with
+device, versions, git sha (`HBA_GIT_SHA` on a copy without .git) and time, plus per net one summary line (layer
+times weighted by how often each shape occurs) and target rows (`metric`, `value`, `goal`, `cmp`, read by
+bench/summarize.py): geomean over shapes of the speed-up vs two_conv (>= 1.5) and of fused / cudnn_2cout (<= 1.15).
 
     python bench/bench_kernels.py                 # all nets (needs CUDA)
-    python bench/bench_kernels.py --nets wrn-40-2 --skip-bn
-    python bench/bench_kernels.py --smoke         # tiny shapes, CPU, TRITON_INTERPRET=1, writes nothing
+    python bench/bench_kernels.py --nets wrn-40-2 wrn-28-10 --out $OUT/results.jsonl
+    python bench/bench_kernels.py --smoke         # tiny shapes, CPU, TRITON_INTERPRET=1; writes only to --out
 """
 from __future__ import annotations
 
@@ -228,7 +230,9 @@ def main(argv=None) -> int:
     ap.add_argument("--layout", default="channels_last", choices=["channels_last", "nchw"])
     ap.add_argument("--skip-bn", action="store_true", help="only the hyper-conv part")
     ap.add_argument("--skip-conv", action="store_true", help="only the hyper-BN part")
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET; writes nothing")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny shapes on CPU under TRITON_INTERPRET; writes only to an explicit --out")
+    ap.add_argument("--out", help=f"JSON lines file to append to (default {RESULTS.relative_to(ROOT)})")
     args = ap.parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
         print("bench_kernels.py needs a CUDA GPU (none found). Use --smoke to check that the script runs on CPU; "
@@ -242,7 +246,9 @@ def main(argv=None) -> int:
     bench = timer(args.smoke)
     ceil_tflops, ceil_gbs = measure_ceilings(bench, device, args.smoke)
     env["measured_tflops"], env["measured_gbs"] = round(ceil_tflops, 1), round(ceil_gbs, 1)
-    records = []
+    out = None if args.smoke and not args.out else Path(args.out) if args.out else RESULTS
+    extra = {"dtype": str(dtype), "layout": args.layout, **env, **({"smoke": True} if args.smoke else {})}
+    records = Records(out, extra)
     print(f"# {env['device']}  torch {env['torch']}  triton {env['triton']}  cuda {env['cuda']}  {env['git_sha'][:10]}"
           f"  peak bf16 {peak_tflops} TFLOP/s, {peak_gbs} GB/s  dtype {dtype}  {args.layout}")
     print(f"# measured here: matmul {ceil_tflops:.1f} TFLOP/s, copy {ceil_gbs:.1f} GB/s (the floors use these)")
@@ -290,6 +296,11 @@ def main(argv=None) -> int:
                 records.append({"bench": "hyper_conv_net_total", "net": net, "batch": B, "mode": mode,
                                 "fused_ms": f, "two_conv_ms": t, "cudnn_2cout_ms": c, "floor_ms": fl,
                                 "geomean_speedup_vs_two_conv": speedup, "geomean_fused_over_cudnn": vs_cudnn})
+                for metric, value, goal, cmp in (("kernel_speedup_vs_two_conv", speedup, 1.5, ">="),
+                                                 ("kernel_fused_over_cudnn", vs_cudnn, 1.15, "<=")):
+                    records.append({"bench": "hyper_conv_target", "net": net, "batch": B, "mode": mode,
+                                    "metric": metric, "variant": f"{net} {mode}", "value": value, "goal": goal,
+                                    "cmp": cmp})
         if not args.skip_bn:
             print(f"\n## {net} hyper-BN, batch {B}: ms and effective GB/s (% of peak)")
             bn_shapes = sorted({(c[1], out_size(c[2], c[3], c[4], c[5])) for c in (shapes if args.smoke else convs)})
@@ -304,15 +315,29 @@ def main(argv=None) -> int:
                     for impl, t in ms.items():
                         records.append({"bench": "hyper_bn", "net": net, "batch": B, "c": c, "h": h, "mode": mode,
                                         "impl": impl, "ms": t, "gbs": passes * nbytes / t / 1e6})
-    if args.smoke:
+    if out is None:
         print(f"\n# smoke run: {len(records)} records computed, nothing written")
-        return 0
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as f:
-        for rec in records:
-            f.write(json.dumps({**rec, "dtype": str(dtype), "layout": args.layout, **env}) + "\n")
-    print(f"\n# appended {len(records)} lines to {RESULTS}")
+    else:
+        print(f"\n# appended {len(records)} lines to {out}" + (" (smoke: code-path check)" if args.smoke else ""))
     return 0
+
+
+class Records:
+    """The run's JSON lines, each appended to `out` (None: kept in memory) as soon as it is measured."""
+
+    def __init__(self, out: Path | None, extra: dict):
+        self.out, self.extra, self.n = out, extra, 0
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, rec: dict) -> None:
+        self.n += 1
+        if self.out is not None:
+            with self.out.open("a") as f:
+                f.write(json.dumps({**rec, **self.extra}) + "\n")
+
+    def __len__(self) -> int:
+        return self.n
 
 
 if __name__ == "__main__":

@@ -1,24 +1,33 @@
-"""Augmentation throughput side by side: DALI (ours), torch on the GPU (ours), Pillow on all cores (PBA's way),
-torchvision RandAugment, and DALI's own `auto_aug.trivial_augment_wide`, in one run.
+"""Augmentation throughput side by side: our torch policy (static form, also inside a CUDA graph, and the indexed
+form), DALI (ours), Pillow on all cores (PBA's way), torchvision RandAugment and DALI's own
+`auto_aug.trivial_augment_wide`, in one run; and the policy's cost against a WRN-40-2 training step.
 
-Workloads
-  policy32   the PBA policy (K ~ {0,1,2}, per-sample ops and continuous magnitudes) on 32x32 images, batch 128..1024;
-             input uint8 batches already in host memory (DALI, Pillow) or on the GPU (torch).
+Workloads (--workloads, default all)
+  policy32   the PBA policy (K ~ {0,1,2}, per-sample ops and continuous magnitudes) on 32x32 images, batch 128..1024:
+             `apply_policy` (sampling + applying) on the device in the static form (on CUDA its Triton kernels,
+             eager and replayed from a CUDA graph, and its torch passes) and the indexed form; DALI and Pillow
+             take uint8 batches from host memory.
+  policy224  the same torch policy on 224x224 tensors (batch 32, and 256 on a GPU): ImageNet-sized images.
   imagenet   the ImageNet recipe at 224x224 from JPEG files (a shapes10 class-folder tree at 500x375, written
-             here): decode, random-resized-crop, policy, flip, colour jitter, lighting, standardise. The torch
-             path has no JPEG decoder here, so it times the policy alone on decoded 224x224 CUDA tensors (its
-             row says so in `scope`).
-  model      a WRN-40-2 step (batch 128, 32x32) and a ResNet-50 step (batch 256, 224x224), forward + backward
-             + SGD, bf16 autocast, when `hba_fast.models.build_model` imports: the policy's share of a step is
-             t_policy / (t_policy + t_step).
+             here): decode, random-resized-crop, policy, flip, colour jitter, lighting, standardise, with DALI
+             (ours and trivial_augment_wide) and Pillow / torchvision pools. Needs DALI: skipped without it.
+  model      a WRN-40-2 search step (first_bn, batch 128, 32x32) and a ResNet-50 step (batch 256, 224x224),
+             forward + backward + SGD, bf16 autocast, cudnn.benchmark; then the target rows: the policy's time
+             over a WRN-40-2 step at batch 128 (issue 12: under 5%), per form.
+DALI is optional: without it every DALI row is skipped with a note, the rest runs.
 
-Output: a table on stdout and one JSON line per measurement appended to bench/results/pipeline.jsonl with the
-device name, versions and git sha. GPU timings use CUDA events around `iters` steps after `warmup` steps;
-CPU-pool timings use wall-clock over a fixed image count. Without CUDA the script refuses, except `--smoke`,
-which runs every code path at tiny sizes on the CPU (DALI CPU operators) and never writes results.
+Output: a table on stdout and one JSON line per measurement appended to --out (default
+bench/results/pipeline.jsonl) with the device name, versions and git sha (`HBA_GIT_SHA` on a copy without .git);
+target rows carry `metric`, `value`, `goal`, `cmp` (read by bench/summarize.py). GPU timings use CUDA events
+around `iters` steps after `warmup` steps; CPU timings and the pools use wall-clock. `aten_ops` counts the
+operator calls of one policy call (the kernel launches it costs on a GPU, device-independent). Without CUDA the
+script refuses, except `--smoke`, which runs every code path at tiny sizes on the CPU (a wrn-16-2 step stands in
+for the models) and writes only where --out names a file (rows marked "smoke": true, no measurements of anything).
 
-    python bench/bench_pipeline.py                 # on a GPU machine
-    python bench/bench_pipeline.py --smoke         # code-path check anywhere
+    python bench/bench_pipeline.py                                        # on a GPU machine, everything
+    python bench/bench_pipeline.py --workloads policy32 policy224 model --batches 128 --out $OUT/results.jsonl
+    python bench/bench_pipeline.py --cpu --workloads policy32 policy224 --batches 64 128   # the forms on a CPU
+    python bench/bench_pipeline.py --smoke                                # code-path check anywhere
 """
 from __future__ import annotations
 
@@ -45,6 +54,8 @@ from hba_fast.ops import OPS
 from hba_fast.pipelines.base import PolicySample
 
 RESULTS = ROOT / "bench" / "results" / "pipeline.jsonl"
+WORKLOADS = ("policy32", "policy224", "imagenet", "model")
+POLICY_SHARE_GOAL = 0.05  # issue 12: the policy under 5% of a WRN-40-2 step at batch 128
 PROB, MAG_FRAC = 0.3, 0.5  # the benchmarked policy: every slot at p = 0.3, magnitude mid-range
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -81,6 +92,7 @@ def environment() -> dict:
     except ImportError:
         info["torchvision"] = None
     info["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    info["torch_threads"] = torch.get_num_threads()
     try:
         info["git_sha"] = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True,
                                                   stderr=subprocess.DEVNULL).strip()
@@ -303,8 +315,84 @@ def dali_trivial_jpeg_pipe(files, labels, batch: int, size: int, dali_dev: str, 
 # ---------------------------------------------------------------- the workloads
 
 
-def bench_policy32(args, gpu: bool, pool, record) -> dict[int, float]:
-    from hba_fast.policy import apply_policy
+def has_dali() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def count_ops(fn) -> int:
+    """Operator calls (views excluded) of one call of fn: what it launches on a GPU, counted on any device."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    views = {"view", "unsqueeze", "select", "expand", "slice", "unbind", "as_strided", "_unsafe_view", "t", "alias",
+             "squeeze", "permute", "detach", "lift_fresh", "empty", "empty_strided", "narrow", "split", "reshape"}
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func.overloadpacket.__name__ not in views
+            return func(*args, **(kwargs or {}))
+
+    with Count() as c:
+        fn()
+    return c.n
+
+
+def graphed(fn):
+    """fn captured once into a CUDA graph (after a warm-up on a side stream); returns the replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def policy_call(images: torch.Tensor, probs, mags, g, form: str) -> torch.Tensor:
+    """One policy call (sample + apply) in `form`: static (the pipeline's: Triton kernels on CUDA, torch ops on the
+    CPU), static torch (the torch passes wherever), indexed."""
+    from hba_fast.mixed_ops import apply_positions
+    from hba_fast.ops import cutout_centres
+    from hba_fast.policy import apply_policy, sample_policy
+
+    if form != "static torch":
+        return apply_policy(images, probs, mags, g, static=not form.startswith("indexed"))
+    b, _, h, w = images.shape
+    draw = sample_policy(probs, mags, g)
+    centres = [cutout_centres(b, h, w, g, images.device) for _ in range(2)]
+    return apply_positions(images, draw.ops, draw.mags, centres, impl="torch")
+
+
+def torch_policy_rows(args, gpu: bool, record, workload: str, images: torch.Tensor, batch: int) -> dict[str, float]:
+    """The policy on a device batch: static (eager), static replayed from a CUDA graph and static with the torch
+    passes (GPU), indexed. Per-sample probs / mags (B, 30), as the pipeline's sampler hands them. Returns seconds
+    per batch by form."""
+    dev = images.device
+    probs, mags = (t.expand(batch, 30).contiguous() for t in policy_tensors(dev))
+    g = torch.Generator(device=dev).manual_seed(0)
+    seconds = {}
+    for form in ("static", "static graph", "static torch", "indexed") if gpu else ("static", "indexed"):
+        step = partial(policy_call, images, probs, mags, None if form == "static graph" else g, form)
+        ops = count_ops(step)  # operator calls; the Triton kernels' launches (4 per position) come on top
+        if form == "static graph":
+            step = graphed(step)
+        s = time_steps(step, args.iters, args.warmup, gpu)
+        seconds[form] = s
+        scope = "sample + apply, uint8 on the device" + (", one CUDA graph replay" if form == "static graph" else "")
+        record(workload, f"torch ({form})", batch, batch / s, s, scope=scope, aten_ops=ops)
+    return seconds
+
+
+def bench_policy32(args, gpu: bool, pool, record) -> dict[int, dict[str, float]]:
+    """Seconds per batch of each policy form, by batch size (torch forms, and 'dali' where DALI ran)."""
     from hba_fast.shapes10 import make_shapes10
 
     dev = torch.device("cuda" if gpu else "cpu")
@@ -314,18 +402,16 @@ def bench_policy32(args, gpu: bool, pool, record) -> dict[int, float]:
     hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
     policy_s = {}
     for batch in args.batches:
-        x = images[:batch].to(dev)
-        probs, mags = policy_tensors(dev)
-        g = torch.Generator(device=dev).manual_seed(0)
-        for static in (False, True):
-            s = time_steps(partial(apply_policy, x, probs, mags, g, static=static), args.iters, args.warmup, gpu)
-            record("policy32", f"torch ({'static' if static else 'indexed'})", batch, batch / s, s)
+        policy_s[batch] = torch_policy_rows(args, gpu, record, "policy32", images[:batch].to(dev), batch)
+        if not has_dali():
+            record("policy32", "dali", batch, None, None, scope="skipped: NVIDIA DALI is not installed")
+            continue
         for trivial, name in ((False, "dali (ours)"), (True, "dali trivial_augment_wide")):
             p = dali_policy_pipe(hwc, batch, dali_dev, args.threads, trivial)
             s = time_steps(partial(run_synced, p, gpu), args.iters, args.warmup, False)
             record("policy32", name, batch, batch / s, s, scope="host uint8 batch in, augmented batch out")
             if not trivial:
-                policy_s[batch] = s
+                policy_s[batch]["dali"] = s
     chunks = [(hwc[i:i + 64], i) for i in range(0, len(hwc), 64)]
     ips = pool_throughput(pool, _pil_chunk_32, chunks)
     record("policy32", f"pillow pool x{args.workers}", None, ips, None, scope="per-image PBA policy, PIL")
@@ -335,6 +421,14 @@ def bench_policy32(args, gpu: bool, pool, record) -> dict[int, float]:
     else:
         record("policy32", "torchvision RandAugment", None, None, None, scope="skipped: torchvision not installed")
     return policy_s
+
+
+def bench_policy224(args, gpu: bool, record) -> None:
+    dev = torch.device("cuda" if gpu else "cpu")
+    for batch in [4] if args.smoke else [32, 256] if gpu else [32]:
+        x = torch.randint(0, 256, (batch, 3, args.size, args.size), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0)).to(dev)
+        torch_policy_rows(args, gpu, record, "policy224", x, batch)
 
 
 def _folder_splits(root: Path):
@@ -354,7 +448,6 @@ def _folder_splits(root: Path):
 
 def bench_imagenet(args, gpu: bool, pool, record, root: Path) -> float | None:
     from hba_fast.pipelines.dali_pipeline import DaliPipeline
-    from hba_fast.policy import apply_policy
 
     dev = torch.device("cuda" if gpu else "cpu")
     splits = _folder_splits(root)
@@ -375,11 +468,6 @@ def bench_imagenet(args, gpu: bool, pool, record, root: Path) -> float | None:
                                args.threads)
     s2 = time_steps(partial(run_synced, p, gpu), max(2, args.iters // 2), 1, False)
     record("imagenet", "dali trivial_augment_wide", batch, batch / s2, s2, scope="same recipe, DALI's policy")
-    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=dev)
-    probs, mags = policy_tensors(dev)
-    g = torch.Generator(device=dev).manual_seed(0)
-    s3 = time_steps(partial(apply_policy, x, probs, mags, g), args.iters, args.warmup, gpu)
-    record("imagenet", "torch (indexed)", batch, batch / s3, s3, scope="policy only on decoded 224x224 tensors")
     n = min(len(files), args.pool_images)
     chunks = [(files[i:i + 16], size, i, False) for i in range(0, n, 16)]
     record("imagenet", f"pillow pool x{args.workers}", None, pool_throughput(pool, _pil_chunk_jpeg, chunks), None,
@@ -393,37 +481,47 @@ def bench_imagenet(args, gpu: bool, pool, record, root: Path) -> float | None:
     return s
 
 
-def _train_step(model, opt, x, y, lam) -> None:
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+def _train_step(model, opt, x, y, lam, device_type: str) -> None:
+    with torch.autocast(device_type, dtype=torch.bfloat16):
         loss = torch.nn.functional.cross_entropy(model(x, lam), y)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
 
-def bench_models(args, record, policy_s: dict[int, float], imagenet_s: float | None) -> None:
-    try:
-        from hba_fast.models import build_model
-    except ImportError as e:
-        record("model", "skipped", None, None, None, scope=f"hba_fast.models not importable: {e}")
-        return
-    for name, batch, size, classes, pol in (("wrn-40-2", 128, 32, 10, policy_s.get(128)),
-                                           ("resnet-50", 256, 224, 1000, imagenet_s)):
-        model = build_model(name, classes, "first_bn").cuda().to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        x = torch.randn(batch, 3, size, size, device="cuda").to(memory_format=torch.channels_last)
-        y = torch.randint(0, classes, (batch,), device="cuda")
-        lam = torch.randn(batch, 54, device="cuda")
+def bench_models(args, gpu: bool, record, policy_s: dict[int, dict[str, float]], imagenet_s: float | None) -> None:
+    """Training steps of the nets the policy feeds, then the policy's time over the WRN-40-2 step (target rows)."""
+    from hba_fast.models import build_model
 
-        s = time_steps(partial(_train_step, model, opt, x, y, lam), args.iters, args.warmup, True)
-        share = None if pol is None else pol / (pol + s)  # the policy pipeline's time at the same batch size
-        record("model", f"{name} step", batch, batch / s, s, scope="fwd+bwd+SGD, bf16, first_bn",
-               policy_share=share)
+    dev = "cuda" if gpu else "cpu"
+    torch.backends.cudnn.benchmark = True  # static shapes
+    nets = [("wrn-16-2", args.batches[0], 32, 10)] if args.smoke else [("wrn-40-2", 128, 32, 10),
+                                                                        ("resnet-50", 256, 224, 1000)]
+    for name, batch, size, classes in nets:
+        model = build_model(name, classes, "first_bn").to(dev).to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=torch.channels_last)
+        y = torch.randint(0, classes, (batch,), device=dev)
+        lam = torch.randn(batch, 54, device=dev)
+        s = time_steps(partial(_train_step, model, opt, x, y, lam, dev), args.iters, args.warmup, gpu)
+        record("model", f"{name} step", batch, batch / s, s, scope="fwd+bwd+SGD, bf16 autocast, first_bn")
+        if name == "resnet-50" and imagenet_s is not None:
+            record("model", "resnet-50: DALI imagenet pipeline / step", batch, None, None,
+                   scope="share of the step", metric="imagenet_pipeline_share", value=imagenet_s / s)
+        if name in ("wrn-40-2", "wrn-16-2"):
+            for form, t in policy_s.get(batch, {}).items():
+                record("model", f"policy / {name} step: {form}", batch, None, None, scope="time ratio, same batch",
+                       metric="policy_share", variant=form, value=t / s, goal=POLICY_SHARE_GOAL, cmp="<=")
+        del model, opt
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU; checks the code paths, writes nothing")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny sizes on the CPU; checks the code paths; writes only to an explicit --out")
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    ap.add_argument("--cpu", action="store_true", help="measure on the CPU even where CUDA is present (real sizes)")
+    ap.add_argument("--out", help=f"JSON lines file to append to (default {RESULTS.relative_to(ROOT)})")
     ap.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512, 1024])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
@@ -434,46 +532,60 @@ def main(argv=None) -> None:
     ap.add_argument("--jpeg-per-class", type=int, default=300, help="shapes10 JPEGs per class (500x375)")
     ap.add_argument("--pool-images", type=int, default=2048)
     args = ap.parse_args(argv)
-    gpu = torch.cuda.is_available()
-    if not gpu and not args.smoke:
-        raise SystemExit("bench_pipeline.py measures GPU pipelines and needs CUDA; run with --smoke to check the "
-                         "code paths on the CPU (no results are written)")
+    gpu = torch.cuda.is_available() and not args.cpu
+    if not gpu and not (args.smoke or args.cpu):
+        raise SystemExit("bench_pipeline.py measures GPU pipelines and needs CUDA; run with --cpu to measure on the "
+                         "CPU, or --smoke to check the code paths")
     jpeg_size = (500, 375)
     if args.smoke:
-        args.batches, args.iters, args.warmup, args.threads = [32], 2, 1, 2
-        args.workers, args.size, args.jpeg_batch, args.jpeg_per_class, args.pool_images = 2, 64, 8, 2, 16
+        args.batches, args.iters, args.warmup, args.threads = [16], 2, 1, 2
+        args.workers, args.size, args.jpeg_batch, args.jpeg_per_class, args.pool_images = 2, 48, 8, 2, 16
         jpeg_size, gpu = (96, 72), False
+    if "model" in args.workloads and 128 not in args.batches and not args.smoke:
+        args.batches = [128, *args.batches]  # the policy share is taken at the WRN-40-2 step's batch size
     env = environment()
+    if not gpu:
+        env["device"] = f"cpu ({platform.processor() or platform.machine()}, {env['torch_threads']} torch threads)"
     rows = []
 
     def record(workload, pipeline, batch, images_per_s, s_per_batch, scope="", **extra):
-        row = {"workload": workload, "pipeline": pipeline, "batch": batch, "images_per_s": images_per_s,
-               "ms_per_batch": None if s_per_batch is None else s_per_batch * 1e3, "scope": scope, **extra}
+        row = {"bench": "pipeline", "workload": workload, "pipeline": pipeline, "batch": batch,
+               "images_per_s": images_per_s, "ms_per_batch": None if s_per_batch is None else s_per_batch * 1e3,
+               "scope": scope, **extra}
         rows.append(row)
         ips = "-" if images_per_s is None else f"{images_per_s:12.0f}"
         ms = "-" if s_per_batch is None else f"{s_per_batch * 1e3:9.2f}"
-        print(f"{workload:9s} {pipeline:30s} {batch or ''!s:>5s} {ips:>12s} img/s {ms:>9s} ms  {scope}",
+        value = f"  {extra['value']:.4f}" if "value" in extra else ""
+        print(f"{workload:9s} {pipeline:40s} {batch or ''!s:>5s} {ips:>12s} img/s {ms:>9s} ms{value}  {scope}",
               flush=True)
 
     from hba_fast.shapes10 import write_jpeg_tree
 
+    policy_s, imagenet_s = {}, None
     ctx = mp.get_context("spawn")
     with ctx.Pool(args.workers) as pool, tempfile.TemporaryDirectory() as tmp:
-        policy_s = bench_policy32(args, gpu, pool, record)
-        write_jpeg_tree(tmp, args.jpeg_per_class, size=jpeg_size, seed=0, quality=90)
-        imagenet_s = bench_imagenet(args, gpu, pool, record, Path(tmp))
-    if gpu:
-        bench_models(args, record, policy_s, imagenet_s)
-    else:
-        record("model", "skipped", None, None, None, scope="model steps need CUDA")
-    if args.smoke:
+        if "policy32" in args.workloads:
+            policy_s = bench_policy32(args, gpu, pool, record)
+        if "policy224" in args.workloads:
+            bench_policy224(args, gpu, record)
+        if "imagenet" in args.workloads:
+            if has_dali():
+                write_jpeg_tree(tmp, args.jpeg_per_class, size=jpeg_size, seed=0, quality=90)
+                imagenet_s = bench_imagenet(args, gpu, pool, record, Path(tmp))
+            else:
+                record("imagenet", "all rows", None, None, None, scope="skipped: NVIDIA DALI is not installed")
+    if "model" in args.workloads:
+        bench_models(args, gpu, record, policy_s, imagenet_s)
+    out = Path(args.out) if args.out else RESULTS
+    if args.smoke and not args.out:
         print("smoke run: nothing written")
         return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with open(RESULTS, "a") as f:
-        f.writelines(json.dumps({"time": stamp, **env, **row}) + "\n" for row in rows)
-    print(f"appended {len(rows)} rows to {RESULTS}")
+    with open(out, "a") as f:
+        f.writelines(json.dumps({"time": stamp, **env, **row, **({"smoke": True} if args.smoke else {})}) + "\n"
+                     for row in rows)
+    print(f"appended {len(rows)} rows to {out}" + (" (smoke: code-path check, not measurements)" if args.smoke else ""))
 
 
 if __name__ == "__main__":

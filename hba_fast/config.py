@@ -81,6 +81,8 @@ class DataConfig:
     on_corrupt: str = field(default="skip", metadata=_range(choices=("skip", "error")))
     device_resident: bool = True  # torch backend: keep uint8 arrays on the GPU when they fit
     cutout: bool = True  # the recipe's fixed-size Cutout (16 px CIFAR, 20 px SVHN); off for the `baseline` run
+    policy_form: str = field(default="auto", metadata=_range(choices=("auto", "static", "indexed")))  # torch
+    # backend's policy form (hba_fast.policy): static (no host syncs) | indexed; auto: static on CUDA, else indexed
 
     def __post_init__(self):
         if self.dataset != "shapes10" and self.path is None:

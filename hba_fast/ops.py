@@ -10,9 +10,10 @@ CIFAR-10 images):
   d x + e y + f) sampled at output pixel centres with NEAREST, fill (128, 128, 128). Pillow evaluates it in
   16.16 fixed point (`affine_fixed`: A = floor(65536 a + 0.5), source = (A2 + x A0 + y A1) >> 16 with
   A2 = FIX(c + a/2 + b/2)), or, when b = d = 0 (translations), in doubles (`ImagingScaleAffine`: source =
-  floor(c + a/2 + x a)). Both are reproduced exactly with float64 coefficients and int64 pixel indices.
+  floor(c + a/2 + x a)). Both are reproduced exactly in float64 (the fixed-point sums are integers below
+  2^53). Each op's AFFINE data comes from its `*_coeffs(m, height, width)` function.
 - LUT ops (AutoContrast, Equalize, Invert, Solarize, Posterize): per-image, per-channel 256-entry tables
-  (B*3, 256) built with Pillow's formulas, then one gather.
+  (B, 3, 256) built with Pillow's formulas (`auto_contrast_lut`, `equalize_lut`), then one gather.
 - ImageEnhance ops (Contrast, Color, Brightness, Sharpness): `Image.blend(degenerate, img, f)` =
   uint8(clip(deg + f * (img - deg))) in float32, truncating; the degenerate images are the luma mean
   (Contrast), the luma L = (19595 R + 38470 G + 7471 B + 2^15) >> 16 (Color), black (Brightness) and the
@@ -24,7 +25,8 @@ CIFAR-10 images):
 sign is random, the identity magnitude, the fill colour, whether it is one of the affine ops, the torch
 implementation and the name of the DALI implementation in `hba_fast/pipelines/dali_ops.py` (a name, not a
 function: DALI is optional and this module does not import it). The policy reads names, ranges and signs from it,
-the DALI backend also the fills, the affine set and its implementations.
+the DALI backend also the fills, the affine set and its implementations; the policy's static form
+(`hba_fast/mixed_ops.py`) builds on the pieces above (AFFINE data, tables, blend, luma, SMOOTH).
 
 References: Pillow src/libImaging/{Geometry,Blend,Filter,Convert}.c and PIL/ImageOps.py, ImageEnhance.py;
 PBA augmentation_transforms.py (Ho et al. 2019); SPEC section 3.
@@ -72,36 +74,38 @@ def _colour(rgb: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- geometric ops (affine, nearest, fill 128)
 
-def _affine_nearest(images: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    """Pillow's AFFINE + NEAREST transform with fill FILL; coeffs float64 (B, 6) = (a, b, c, d, e, f) per sample."""
+def affine_nearest(images: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """Pillow's AFFINE + NEAREST transform with fill FILL; coeffs float64 (B, 6) = (a, b, c, d, e, f) per sample.
+
+    Both of Pillow's samplers are evaluated for every image and the right one kept per image, so the work has
+    fixed shapes: `ImagingScaleAffine` when b == d == 0 (source column floor(c + a/2 + x a), row likewise, in
+    doubles; separable, so (B, W) and (B, H)), else `affine_fixed` (16.16 fixed point: A = floor(65536 v + 0.5),
+    source = (A2 + x A0 + y A1) >> 16 with A2 = FIX(c + a/2 + b/2)), whose integer sums are formed by one batched
+    float64 matmul: every term is an integer below 2^53, so the matmul is exact in any summation order.
+    """
     b, ch, h, w = images.shape
+    dev, f64 = images.device, torch.float64
     a0, a1, a2, a3, a4, a5 = coeffs.unbind(1)  # each (B,) float64
-    xs = torch.arange(w, device=images.device, dtype=torch.float64)[None, None, :]  # (1, 1, W)
-    ys = torch.arange(h, device=images.device, dtype=torch.float64)[None, :, None]  # (1, H, 1)
+    xs = torch.arange(w, device=dev, dtype=f64)  # (W,)
+    ys = torch.arange(h, device=dev, dtype=f64)  # (H,)
 
-    # ImagingScaleAffine (b == d == 0): doubles, source = COORD(c + a/2 + x*a); exact since a == 1 here.
-    sx = torch.floor(((a2 + a0 * 0.5)[:, None, None]) + xs * a0[:, None, None])  # (B, 1, W)
-    sy = torch.floor(((a5 + a4 * 0.5)[:, None, None]) + ys * a4[:, None, None])  # (B, H, 1)
-    scale_x, scale_y = sx.long().expand(b, h, w), sy.long().expand(b, h, w)
+    # ImagingScaleAffine: doubles, source = COORD(c + a/2 + x*a).
+    sx = torch.floor((a2 + a0 * 0.5)[:, None] + xs * a0[:, None])  # (B, W)
+    sy = torch.floor((a5 + a4 * 0.5)[:, None] + ys * a4[:, None])  # (B, H)
+    scale = torch.stack([sx[:, None, :].expand(b, h, w), sy[:, :, None].expand(b, h, w)], 1)  # (B, 2, H, W)
 
-    # affine_fixed: 16.16 fixed point, A = floor(65536 v + 0.5), source = (A2 + x*A0 + y*A1) >> 16.
-    def fix(v: torch.Tensor) -> torch.Tensor:
-        return torch.floor(v * 65536.0 + 0.5).long()[:, None, None]  # (B, 1, 1) int64
-
-    f0, f1, f3, f4 = fix(a0), fix(a1), fix(a3), fix(a4)
-    f2, f5 = fix(a2 + a0 * 0.5 + a1 * 0.5), fix(a5 + a3 * 0.5 + a4 * 0.5)
-    xi = torch.arange(w, device=images.device)[None, None, :]  # (1, 1, W) int64
-    yi = torch.arange(h, device=images.device)[None, :, None]  # (1, H, 1) int64
-    fixed_x = torch.div(f2 + xi * f0 + yi * f1, 65536, rounding_mode="floor")  # (B, H, W): >> 16
-    fixed_y = torch.div(f5 + xi * f3 + yi * f4, 65536, rounding_mode="floor")
+    # affine_fixed: rows (A2, A0, A1) and (A5, A3, A4) times the columns (1, x, y) of every pixel, then >> 16.
+    fixed = torch.stack([a2 + a0 * 0.5 + a1 * 0.5, a0, a1, a5 + a3 * 0.5 + a4 * 0.5, a3, a4], 1)  # (B, 6)
+    fixed = torch.floor(fixed * 65536.0 + 0.5).view(b, 2, 3)  # integers as float64
+    grid = torch.stack([torch.ones_like(xs).expand(h, w), xs.expand(h, w), ys[:, None].expand(h, w)])  # (3, H, W)
+    src = torch.floor(torch.bmm(fixed, grid.view(1, 3, h * w).expand(b, 3, h * w)) * (1.0 / 65536))  # (B, 2, HW)
 
     use_scale = ((a1 == 0) & (a3 == 0))[:, None, None]  # (B, 1, 1)
-    src_x = torch.where(use_scale, scale_x, fixed_x)  # (B, H, W)
-    src_y = torch.where(use_scale, scale_y, fixed_y)
-    inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)  # (B, H, W)
-    flat = (src_y.clamp(0, h - 1) * w + src_x.clamp(0, w - 1)).view(b, 1, h * w).expand(b, ch, h * w)
-    out = images.reshape(b, ch, h * w).gather(2, flat).view(b, ch, h, w)
-    return torch.where(inside[:, None], out, _colour(FILL, images))
+    src = torch.where(use_scale, scale.view(b, 2, h * w), src)  # (B, 2, HW) source (column, row), float64
+    inside = (src >= 0).all(1) & (src[:, 0] < w) & (src[:, 1] < h)  # (B, HW)
+    flat = torch.where(inside, src[:, 1] * w + src[:, 0], h * w).long()  # (B, HW); h*w: the fill pixel below
+    padded = torch.cat([images.reshape(b, ch, h * w), _colour(FILL, images).view(1, ch, 1).expand(b, ch, 1)], 2)
+    return padded.gather(2, flat[:, None].expand(b, ch, h * w)).view(b, ch, h, w)
 
 
 def _coeffs(m: torch.Tensor, which: int, scale: float = 1.0) -> torch.Tensor:
@@ -113,24 +117,24 @@ def _coeffs(m: torch.Tensor, which: int, scale: float = 1.0) -> torch.Tensor:
     return coeffs
 
 
-def shear_x(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """img.transform(size, AFFINE, (1, m, 0, 0, 1, 0), NEAREST, fillcolor=FILL)."""
-    return _affine_nearest(images, _coeffs(m, 1))
+def shear_x_coeffs(m: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """ShearX's AFFINE data (1, m, 0, 0, 1, 0), float64 (B, 6)."""
+    return _coeffs(m, 1)
 
 
-def shear_y(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """img.transform(size, AFFINE, (1, 0, 0, m, 1, 0), NEAREST, fillcolor=FILL)."""
-    return _affine_nearest(images, _coeffs(m, 3))
+def shear_y_coeffs(m: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """ShearY's AFFINE data (1, 0, 0, m, 1, 0), float64 (B, 6)."""
+    return _coeffs(m, 3)
 
 
-def translate_x(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """img.transform(size, AFFINE, (1, 0, m * width, 0, 1, 0), NEAREST, fillcolor=FILL)."""
-    return _affine_nearest(images, _coeffs(m, 2, float(images.shape[3])))
+def translate_x_coeffs(m: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """TranslateX's AFFINE data (1, 0, m * width, 0, 1, 0), float64 (B, 6)."""
+    return _coeffs(m, 2, float(width))
 
 
-def translate_y(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """img.transform(size, AFFINE, (1, 0, 0, 0, 1, m * height), NEAREST, fillcolor=FILL)."""
-    return _affine_nearest(images, _coeffs(m, 5, float(images.shape[2])))
+def translate_y_coeffs(m: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """TranslateY's AFFINE data (1, 0, 0, 0, 1, m * height), float64 (B, 6)."""
+    return _coeffs(m, 5, float(height))
 
 
 def _round15(v: torch.Tensor) -> torch.Tensor:
@@ -138,35 +142,58 @@ def _round15(v: torch.Tensor) -> torch.Tensor:
     return torch.round(v * 1e15) / 1e15
 
 
-def rotate(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """img.rotate(m, NEAREST, fillcolor=FILL): m degrees counter-clockwise about the centre (w/2, h/2).
+def rotate_coeffs(m: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Image.rotate(m)'s AFFINE data, float64 (B, 6): m degrees counter-clockwise about the centre (w/2, h/2).
 
     Follows Image.rotate's double arithmetic step by step (angle % 360, radians, round(., 15), the centre
     shift); torch's cos/sin may differ from libm's by an ulp, which changes a pixel only if a coefficient sits
     within an ulp of a 1/65536 boundary of the fixed-point sampler.
     """
-    _, _, h, w = images.shape
-    cx, cy = w / 2, h / 2
+    cx, cy = width / 2, height / 2
     angle = -(torch.remainder(m.double(), 360.0) * (math.pi / 180.0))  # (B,) float64
     cos, sin = _round15(torch.cos(angle)), _round15(torch.sin(angle))
     nsin = _round15(-torch.sin(angle))
     c = cos * -cx + sin * -cy + 0.0 + cx
     f = nsin * -cx + cos * -cy + 0.0 + cy
-    coeffs = torch.stack([cos, sin, c, nsin, cos, f], dim=1)  # (B, 6) float64
     # Pillow returns a copy for angle % 360 == 0 (its matrix would be the identity anyway).
-    return _affine_nearest(images, coeffs)
+    return torch.stack([cos, sin, c, nsin, cos, f], dim=1)  # (B, 6) float64
+
+
+def shear_x(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.transform(size, AFFINE, (1, m, 0, 0, 1, 0), NEAREST, fillcolor=FILL)."""
+    return affine_nearest(images, shear_x_coeffs(m, *images.shape[2:]))
+
+
+def shear_y(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.transform(size, AFFINE, (1, 0, 0, m, 1, 0), NEAREST, fillcolor=FILL)."""
+    return affine_nearest(images, shear_y_coeffs(m, *images.shape[2:]))
+
+
+def translate_x(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.transform(size, AFFINE, (1, 0, m * width, 0, 1, 0), NEAREST, fillcolor=FILL)."""
+    return affine_nearest(images, translate_x_coeffs(m, *images.shape[2:]))
+
+
+def translate_y(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.transform(size, AFFINE, (1, 0, 0, 0, 1, m * height), NEAREST, fillcolor=FILL)."""
+    return affine_nearest(images, translate_y_coeffs(m, *images.shape[2:]))
+
+
+def rotate(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """img.rotate(m, NEAREST, fillcolor=FILL): m degrees counter-clockwise about the centre (see rotate_coeffs)."""
+    return affine_nearest(images, rotate_coeffs(m, *images.shape[2:]))
 
 
 # ---------------------------------------------------------------- lookup-table ops (per image, per channel)
 
-def _apply_lut(images: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+def apply_lut(images: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
     """Map every pixel through its image's and channel's table; lut integer (B, 3, 256) in [0, 255]."""
     b, ch, h, w = images.shape
     idx = images.reshape(b, ch, h * w).long()  # (B, 3, HW)
     return lut.to(torch.uint8).gather(2, idx).view(b, ch, h, w)
 
 
-def _histogram(images: torch.Tensor) -> torch.Tensor:
+def histogram(images: torch.Tensor) -> torch.Tensor:
     """Per-image, per-channel histograms int64 (B, 3, 256)."""
     b, ch, h, w = images.shape
     idx = images.reshape(b, ch, h * w).long()
@@ -174,16 +201,20 @@ def _histogram(images: torch.Tensor) -> torch.Tensor:
     return hist.scatter_add_(2, idx, torch.ones_like(idx))
 
 
+def auto_contrast_lut(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """AutoContrast's tables float64 (B, 3, 256) from each channel's lowest / highest value lo, hi (B, 3)."""
+    lo, hi = lo.double(), hi.double()
+    scale = torch.full_like(hi, 255.0) / (hi - lo).clamp(min=1.0)  # not `255.0 / t`: torch computes reciprocal * 255
+    offset = -lo * scale
+    ix = torch.arange(256, device=lo.device, dtype=torch.float64)  # (256,)
+    lut = torch.trunc(ix * scale[..., None] + offset[..., None]).clamp(0, 255)  # (B, 3, 256)
+    return torch.where((hi > lo)[..., None], lut, ix)  # "don't bother" for flat channels
+
+
 def auto_contrast(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """ImageOps.autocontrast: per channel lut[i] = clip(int(i * s - lo * s)), s = 255 / (hi - lo) in doubles."""
     flat = images.flatten(2)  # (B, 3, HW)
-    lo, hi = flat.amin(2).double(), flat.amax(2).double()  # (B, 3): lowest / highest non-empty bins
-    scale = torch.full_like(hi, 255.0) / (hi - lo).clamp(min=1.0)  # not `255.0 / t`: torch computes reciprocal * 255
-    offset = -lo * scale
-    ix = torch.arange(256, device=images.device, dtype=torch.float64)  # (256,)
-    lut = torch.trunc(ix * scale[..., None] + offset[..., None]).clamp(0, 255)  # (B, 3, 256)
-    lut = torch.where((hi > lo)[..., None], lut, ix)  # "don't bother" for flat channels
-    return _apply_lut(images, lut)
+    return apply_lut(images, auto_contrast_lut(flat.amin(2), flat.amax(2)))  # lowest / highest non-empty bins
 
 
 def invert(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -191,17 +222,20 @@ def invert(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | N
     return 255 - images
 
 
-def equalize(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """ImageOps.equalize per channel: step = (N - h[last]) // 255, lut[i] = (step // 2 + sum_{j<i} h[j]) // step."""
-    hist = _histogram(images)  # (B, 3, 256)
+def equalize_lut(hist: torch.Tensor) -> torch.Tensor:
+    """Equalize's tables int64 (B, 3, 256) from each channel's histogram int64 (B, 3, 256)."""
     total = hist.sum(2, keepdim=True)  # (B, 3, 1)
-    bins = torch.arange(256, device=images.device)
+    bins = torch.arange(256, device=hist.device)
     last = torch.where(hist > 0, bins, 0).amax(2, keepdim=True)  # (B, 3, 1) highest non-empty bin
     step = (total - hist.gather(2, last)) // 255  # (B, 3, 1); 0 also when a single bin is used
     before = hist.cumsum(2) - hist  # (B, 3, 256) exclusive cumulative count
     lut = (step // 2 + before) // step.clamp(min=1)
-    lut = torch.where(step > 0, lut.clamp(0, 255), bins)  # Pillow's point() clips table entries to 8 bits
-    return _apply_lut(images, lut)
+    return torch.where(step > 0, lut.clamp(0, 255), bins)  # Pillow's point() clips table entries to 8 bits
+
+
+def equalize(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageOps.equalize per channel: step = (N - h[last]) // 255, lut[i] = (step // 2 + sum_{j<i} h[j]) // step."""
+    return apply_lut(images, equalize_lut(histogram(images)))
 
 
 def solarize(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -219,7 +253,7 @@ def posterize(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator 
 
 # ---------------------------------------------------------------- ImageEnhance ops (blend with a degenerate image)
 
-def _blend(degenerate: torch.Tensor, images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def blend(degenerate: torch.Tensor, images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Image.blend(degenerate, images, factor): uint8(clip(deg + f * (img - deg))) in float32, truncated."""
     deg = degenerate.float()
     f = factor.float()[:, None, None, None]
@@ -227,50 +261,51 @@ def _blend(degenerate: torch.Tensor, images: torch.Tensor, factor: torch.Tensor)
     return out.clamp(0.0, 255.0).to(torch.uint8)  # values are >= 0, so the cast truncates as C does
 
 
-def _luma(images: torch.Tensor) -> torch.Tensor:
-    """Pillow's RGB -> L: (19595 R + 38470 G + 7471 B + 0x8000) >> 16, int64 (B, 1, H, W)."""
-    x = images.long()
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """Pillow's RGB -> L: (19595 R + 38470 G + 7471 B + 0x8000) >> 16, int32 (B, 1, H, W) (sums stay below 2^24)."""
+    x = images.int()
     return (x[:, 0:1] * 19595 + x[:, 1:2] * 38470 + x[:, 2:3] * 7471 + 0x8000) >> 16
+
+
+def grey_level(lum: torch.Tensor) -> torch.Tensor:
+    """Contrast's degenerate grey level int(mean(L) + 0.5), float64 (B,), from the luma (B, 1, H, W)."""
+    mean = lum.flatten(1).sum(1).double() / lum[0].numel()  # (B,) correctly rounded, as ImageStat's mean
+    return torch.floor(mean + 0.5)
 
 
 def contrast(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """ImageEnhance.Contrast: blend with the constant int(mean(L) + 0.5)."""
-    luma = _luma(images)
-    mean = luma.flatten(1).sum(1).double() / luma[0].numel()  # (B,) correctly rounded, as ImageStat's mean
-    deg = torch.floor(mean + 0.5)[:, None, None, None].expand_as(images)
-    return _blend(deg, images, m)
+    return blend(grey_level(luma(images))[:, None, None, None].expand_as(images), images, m)
 
 
 def color(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """ImageEnhance.Color: blend with img.convert('L').convert('RGB')."""
-    return _blend(_luma(images).expand_as(images), images, m)
+    return blend(luma(images).expand_as(images), images, m)
 
 
 def brightness(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """ImageEnhance.Brightness: blend with black."""
-    return _blend(torch.zeros_like(images), images, m)
+    return blend(torch.zeros_like(images), images, m)
 
 
 # SMOOTH's weights as Filter.c holds them: float32(1) / float32(13) (exactly representable as Python floats).
-_SMOOTH_K1 = float(torch.tensor(1.0) / torch.tensor(13.0))
-_SMOOTH_K5 = float(torch.tensor(5.0) / torch.tensor(13.0))
+SMOOTH_K1 = float(torch.tensor(1.0) / torch.tensor(13.0))
+SMOOTH_K5 = float(torch.tensor(5.0) / torch.tensor(13.0))
 
 
 def smooth(images: torch.Tensor) -> torch.Tensor:
     """ImageFilter.SMOOTH as Filter.c computes it: float32, ss = 0.5 + row(y+1) + row(y) + row(y-1), truncated.
 
     Each row term is (p[x-1] k0 + p[x] k1) + p[x+1] k2 with k = float32(1/13), float32(5/13) in the centre;
-    the one-pixel border is copied from the input.
+    the one-pixel border is copied from the input. The products p k1 and the k1-rows are formed once and read at
+    their three offsets (the same float32 values Filter.c forms, in the same order).
     """
     x = images.float()
-    k1, k5 = _SMOOTH_K1, _SMOOTH_K5
-
-    def row(r: torch.Tensor, centre: float) -> torch.Tensor:  # r (B, 3, H-2, W)
-        return (r[..., :-2] * k1 + r[..., 1:-1] * centre) + r[..., 2:] * k1  # (B, 3, H-2, W-2)
-
-    ss = 0.5 + row(x[:, :, 2:], k1)  # float32 throughout: Python scalars are applied in the tensor's dtype
-    ss = ss + row(x[:, :, 1:-1], k5)
-    ss = ss + row(x[:, :, :-2], k1)
+    p1 = x * SMOOTH_K1  # (B, 3, H, W) float32: Python scalars are applied in the tensor's dtype
+    p5 = x[:, :, 1:-1, 1:-1] * SMOOTH_K5  # (B, 3, H-2, W-2)
+    row1 = (p1[..., :-2] + p1[..., 1:-1]) + p1[..., 2:]  # (B, 3, H, W-2): every row with weights k1 k1 k1
+    row5 = (p1[:, :, 1:-1, :-2] + p5) + p1[:, :, 1:-1, 2:]  # (B, 3, H-2, W-2): centre rows, k1 k5 k1
+    ss = ((0.5 + row1[:, :, 2:]) + row5) + row1[:, :, :-2]  # rows y+1, y, y-1
     out = images.clone()
     out[:, :, 1:-1, 1:-1] = ss.clamp(0.0, 255.0).to(torch.uint8)
     return out
@@ -278,7 +313,7 @@ def smooth(images: torch.Tensor) -> torch.Tensor:
 
 def sharpness(images: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """ImageEnhance.Sharpness: blend with the SMOOTH-filtered image."""
-    return _blend(smooth(images), images, m)
+    return blend(smooth(images), images, m)
 
 
 # ---------------------------------------------------------------- Cutout

@@ -14,6 +14,14 @@ host syncs: the permutation is argsort of uniform keys, the first K accepted com
 Shapes: probs, mags (30,) shared or (B, 30) per sample; a draw holds slots / ops / mags (B, 2) for the two
 positions (-1 / -1 / 0 where nothing is applied) and k (B,).
 
+Applying a draw, two forms with identical results (bit for bit, both equal to each op's Pillow-exact function):
+- indexed: each drawn op runs on the images that drew it (`images[idx]`): the least arithmetic, but data-dependent
+  shapes and host syncs (`unique().tolist()`, `nonzero`: a few per op and position), so no CUDA graph;
+- static: `mixed_ops.apply_positions`, a fixed set of batched passes per position (one affine gather, one table
+  gather, one blend, one mask; on CUDA three fused Triton kernels) whatever was drawn: no host syncs, capturable
+  in a CUDA graph.
+`data.policy_form` picks one: `auto` = static on CUDA, indexed on the CPU (`static_form`).
+
 References: Ho et al., "Population Based Augmentation" (2019), Algorithm 1; SPEC sections 3 and 6.
 """
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .mixed_ops import apply_positions
 from .ops import OP_INDEX, OPS, check_images, cutout, cutout_centres, cutout_size
 
 NUM_OPS = len(OPS)  # 15
@@ -168,20 +177,17 @@ def sample_policy(
     u_sign = torch.rand(batch_size, MAX_OPS, generator=generator, device=device)  # (B, 2)
 
     rank = accept.long().cumsum(1)  # (B, 30): accepted slots so far, in walk order
-    slots, ops, out_mags = [], [], []
-    for r in range(1, MAX_OPS + 1):
-        hit = accept & (rank == r)  # (B, 30): the r-th accepted slot of the walk
-        applied = hit.any(1) & (k >= r)  # (B,)
-        slot = order.gather(1, hit.long().argmax(1, keepdim=True)).squeeze(1)  # (B,) first True
-        slot = torch.where(applied, slot, -1)
-        op = torch.where(applied, slot % NUM_OPS, -1)
-        mag = m.gather(1, slot.clamp(min=0)[:, None]).squeeze(1)  # (B,)
-        mag = torch.where(applied & _flag(_HAS_MAG_BITS, op.clamp(min=0)), mag, 0.0)
-        flip = _flag(_SIGNED_BITS, op.clamp(min=0)) & (u_sign[:, r - 1] < 0.5)
-        slots.append(slot)
-        ops.append(op)
-        out_mags.append(torch.where(flip, -mag, mag))
-    return PolicyDraw(torch.stack(slots, 1), torch.stack(ops, 1), torch.stack(out_mags, 1), k)
+    r = torch.arange(1, MAX_OPS + 1, device=device)  # (2,): position r-1 holds the r-th accepted slot
+    hit = accept[:, None, :] & (rank[:, None, :] == r[None, :, None])  # (B, 2, 30)
+    applied = hit.any(2) & (k[:, None] >= r)  # (B, 2)
+    slot = order.gather(1, hit.byte().argmax(2))  # (B, 2): the first (only) hit in walk order
+    slot = torch.where(applied, slot, -1)
+    op = torch.where(applied, slot % NUM_OPS, -1)
+    known = op.clamp(min=0)
+    mag = m.gather(1, slot.clamp(min=0))  # (B, 2)
+    mag = torch.where(applied & _flag(_HAS_MAG_BITS, known), mag, 0.0)
+    flip = _flag(_SIGNED_BITS, known) & (u_sign < 0.5)
+    return PolicyDraw(slot, op, torch.where(flip, -mag, mag), k)
 
 
 def apply_draw(
@@ -194,21 +200,20 @@ def apply_draw(
 
     Cutout's centres are drawn for the whole batch up front (two (B, 2) draws from `generator`), so both forms
     consume the same random numbers and give identical results. static=False runs each op on the images that
-    drew it (data-dependent shapes, one host sync per op); static=True runs every op on the whole batch and
-    selects with torch.where: fixed shapes, no host syncs, capturable in a CUDA graph.
+    drew it (data-dependent shapes, host syncs); static=True runs `mixed_ops.apply_positions`: fixed shapes and
+    work whatever was drawn, no host syncs, capturable in a CUDA graph (Triton kernels on CUDA).
     """
     check_images(images)
     b, _, h, w = images.shape
     if draw.ops.shape != (b, MAX_OPS) or draw.mags.shape != (b, MAX_OPS):
         raise ValueError(f"draw must hold ops and mags of shape ({b}, {MAX_OPS}), got {tuple(draw.ops.shape)}")
     centres = [cutout_centres(b, h, w, generator, images.device) for _ in range(MAX_OPS)]  # 2 x (B, 2)
+    ops, mags = draw.ops.to(images.device), draw.mags.to(images.device).float()  # (B, 2)
+    if static:
+        return apply_positions(images.contiguous(), ops, mags, centres)
     out = images
     for pos in range(MAX_OPS):
-        op_idx, mag = draw.ops[:, pos].to(images.device), draw.mags[:, pos].to(images.device).float()
-        if static:
-            out = _apply_position_static(out, op_idx, mag, centres[pos], generator)
-        else:
-            out = _apply_position_indexed(out, op_idx, mag, centres[pos], generator)
+        out = _apply_position_indexed(out, ops[:, pos], mags[:, pos], centres[pos], generator)
     return out
 
 
@@ -216,16 +221,6 @@ def _run_op(images: torch.Tensor, k: int, mag: torch.Tensor, centres: torch.Tens
     if k == _CUTOUT:
         return cutout(images, cutout_size(mag, images.shape[2], images.shape[3]), centres=centres)
     return OPS[k].fn(images, mag, generator)
-
-
-def _apply_position_static(images, op_idx, mag, centres, generator) -> torch.Tensor:
-    out = images
-    for k, spec in enumerate(OPS):
-        chosen = op_idx == k  # (B,)
-        # Samples that did not draw op k get its identity magnitude, so no op sees an out-of-range value.
-        m_k = torch.where(chosen, mag, spec.identity if spec.identity is not None else 0.0)
-        out = torch.where(chosen[:, None, None, None], _run_op(images, k, m_k, centres, generator), out)
-    return out
 
 
 def _apply_position_indexed(images, op_idx, mag, centres, generator) -> torch.Tensor:
@@ -249,3 +244,22 @@ def apply_policy(
         probs, mags = probs.to(images.device), mags.to(images.device)  # no-ops when already there
     draw = sample_policy(probs, mags, generator, batch_size=images.shape[0])
     return apply_draw(images, draw, static=static, generator=generator)
+
+
+POLICY_FORMS = ("auto", "static", "indexed")  # data.policy_form
+
+
+def static_form(form: str, device: torch.device | str) -> bool:
+    """Whether data.policy_form `form` means the static form on `device`.
+
+    auto: static on CUDA, where host syncs stall the GPU's queue and a CUDA graph needs fixed shapes (and the
+    static form runs as three fused Triton kernels per position); indexed on the CPU, where syncs cost nothing and
+    the static form's extra passes do: on a shared 2-core CPU (torch 2.13, 1 thread, minimum of interleaved
+    repetitions of sample + apply) the static form took 3-4x the indexed form's time at 32x32 (batch 64 and 128)
+    and 8-12x at 224x224 (batch 32). `bench/bench_pipeline.py --cpu` measures both.
+    """
+    if form not in POLICY_FORMS:
+        raise ValueError(f"policy form must be one of {', '.join(POLICY_FORMS)}, got {form!r}")
+    if form == "auto":
+        return torch.device(device).type == "cuda"
+    return form == "static"

@@ -14,9 +14,10 @@ images rank::world in order, last batch partial (ranks may get one batch fewer: 
 Randomness. Augmentation draws come from one generator on the device, seeded by (seed, rank); the policy
 sampler owns its own. `seed` defaults to a mix of data_cfg.split_seed and torch.initial_seed(), so a run
 seeded with torch.manual_seed(run seed) reproduces. Indices are tensors sliced in Python and every random draw
-is a device op. The host syncs per batch come from the policy's indexed form (`apply_policy(static=False)`: each
-op runs only on the images that drew it, which needs the drawn ops on the host: a few syncs per position).
-Arrays kept on the CPU (not device_resident) are gathered there and copied over each batch.
+is a device op. The policy is applied in the form `data.policy_form` names (`hba_fast.policy.static_form`; auto:
+static on CUDA, indexed on the CPU): the static form makes no host syncs, the indexed form a few per op and
+position (each op runs only on the images that drew it, which needs the drawn ops on the host). Both give
+identical images. Arrays kept on the CPU (not device_resident) are gathered there and copied over each batch.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from ..datasets import DataError, ImageSet, Splits, with_images
-from ..policy import apply_policy
+from ..policy import apply_policy, static_form
 from . import recipes
 from .base import Batch
 
@@ -50,6 +51,7 @@ class TorchPipeline:
         self.sampler = sampler
         self.recipe = recipes.resolve_recipe(data_cfg)
         self.cutout = bool(getattr(data_cfg, "cutout", True))
+        self.static_policy = static_form(getattr(data_cfg, "policy_form", "auto"), self.device)
         if any(getattr(splits, k).images is None for k in ("train", "val", "test")):
             splits = with_images(splits, data_cfg.image_size, data_cfg.on_corrupt, data_cfg.num_threads)
         self._store = self.device if self._fits_on_device(data_cfg, splits) else torch.device("cpu")
@@ -101,7 +103,7 @@ class TorchPipeline:
         lam = None
         if self.sampler is not None:
             sample = self.sampler.sample(images.shape[0], epoch, self.device)
-            images = apply_policy(images, sample.probs, sample.mags, generator=g)
+            images = apply_policy(images, sample.probs, sample.mags, generator=g, static=self.static_policy)
             lam = sample.lam
         return recipes.post_policy(self.recipe, images, self.mean, self.std, g, self.cutout), lam
 
