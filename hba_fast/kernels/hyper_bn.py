@@ -482,6 +482,8 @@ def _bwd_op(dy: Tensor, x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tensor, us
             need_affine: bool, beta_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """dx like x, dgamma (B, C), dbeta (B, C); an empty (0,) tensor for each one not asked for."""
     dx, dgamma, dbeta = _backward_triton(dy, x, gamma, mean, rstd, use_batch_stats, need_dx, need_affine, beta_dtype)
+    if not need_affine:  # computed anyway when dx needs them (training); the op's outputs follow its arguments
+        dgamma = dbeta = None
     return tuple(t if t is not None else x.new_empty(0) for t in (dx, dgamma, dbeta))
 
 
