@@ -455,12 +455,20 @@ def _gpu_pair(tmp_path, strategy, model, amp, data, **train):
     return runs
 
 
+def _same_generators(a, b):
+    """Replays advance every generator of the round as the eager rounds do (Philox offsets), bit for bit."""
+    for ga, gb in zip(a.feed.generators(), b.feed.generators(), strict=True):
+        assert torch.equal(ga.get_state(), gb.get_state())
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("amp", ["bf16", "off"])
 def test_gpu_graphs_equal_eager_wrn_40_2(tmp_path, amp):
     """WRN-40-2, batch 128, first_bn, 2 epochs of 6 rounds (3 warm-ups, a capture, 8 replays) with graphs, against
-    the same rounds eager. Deterministic algorithms, same seeds. Stated tolerance: losses and lambda within 1e-4
-    (fp32) / 2e-3 (bf16), where the kernels are the same and only capture differs."""
+    the same rounds eager; deterministic algorithms, same seeds, so the kernels are the same and only the capture
+    differs. Stated tolerance: losses and lambda within 1e-3 (fp32) / 1e-2 (bf16), room for cuBLAS choosing other
+    algorithms under capture; a stale index, lr or random draw in a replay moves losses by far more. The
+    generators' states must agree exactly."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         runs = _gpu_pair(tmp_path, "first_bn", "wrn-40-2", amp, _gpu_data())
@@ -468,20 +476,35 @@ def test_gpu_graphs_equal_eager_wrn_40_2(tmp_path, amp):
         torch.use_deterministic_algorithms(False)
     (eager, losses, lams), (graphed, g_losses, g_lams) = runs["off"], runs["on"]
     assert graphed.rounds.graph is not None and eager.rounds.graph is None
-    tol = 1e-4 if amp == "off" else 2e-3
+    _same_generators(eager, graphed)
+    tol = 1e-3 if amp == "off" else 1e-2
     torch.testing.assert_close(torch.stack(g_losses), torch.stack(losses), rtol=tol, atol=tol)
     torch.testing.assert_close(torch.stack(g_lams), torch.stack(lams), rtol=0, atol=tol)
 
 
 @pytest.mark.gpu
-def test_gpu_capture_with_triton_kernels_and_resume(tmp_path):
-    """conv+bn (every conv and BN a Triton hyper-layer kernel) captured and replayed; a run killed after epoch 1
-    resumes (its graph rebuilt) to the uninterrupted run's lambda and weights within 1e-3."""
+def test_gpu_capture_with_triton_kernels_and_resume(tmp_path, monkeypatch):
+    """conv+bn (every conv and BN a Triton hyper-layer kernel, first launched in the warm-up) captured and replayed,
+    against eager (bf16, tolerance 1e-2); a run killed after epoch 1 resumes (its graph rebuilt) to the uninterrupted
+    run's lambda within 1e-3 and its generators' exact states. One autotuner config per kernel: this checks the
+    capture, not the tuning (which would compile dozens of configs per conv shape)."""
+    from hba_fast.kernels import hyper_conv as hc
+
+    monkeypatch.setattr(hc, "_GPU_CONFIGS", {kind: configs[:1] for kind, configs in hc._GPU_CONFIGS.items()})
+    hc._tuned.cache_clear()
+    try:
+        _capture_with_triton_and_resume(tmp_path)
+    finally:
+        hc._tuned.cache_clear()  # the next user gets the full autotuner again
+
+
+def _capture_with_triton_and_resume(tmp_path):
     data = _gpu_data(n_steps=8, batch=32)
     runs = _gpu_pair(tmp_path, "conv+bn", "wrn-16-2", "bf16", data)
-    (_, losses, _), (graphed, g_losses, _) = runs["off"], runs["on"]
+    (eager, losses, _), (graphed, g_losses, _) = runs["off"], runs["on"]
     assert graphed.rounds.graph is not None
-    torch.testing.assert_close(torch.stack(g_losses), torch.stack(losses), rtol=2e-3, atol=2e-3)
+    _same_generators(eager, graphed)
+    torch.testing.assert_close(torch.stack(g_losses), torch.stack(losses), rtol=1e-2, atol=1e-2)
 
     class Killed(Exception):
         pass
@@ -500,6 +523,7 @@ def test_gpu_capture_with_triton_kernels_and_resume(tmp_path):
     assert resumed.resume(tmp_path / "b" / "checkpoint.pt")
     resumed.fit()
     assert resumed.rounds.graph is not None
+    _same_generators(resumed, graphed)
     torch.testing.assert_close(resumed.hyper.lam.detach(), graphed.hyper.lam.detach(), rtol=0, atol=1e-3)
 
 
