@@ -2,8 +2,9 @@
 
 - it makes no host sync: the sync methods are patched and counted over whole rounds (feed preparation included);
   only the documented log-interval reads happen between rounds;
-- it reproduces the trainer as it was before the round existed (per-step Python lr, plain SGD and Adam, batches
-  from the pipeline's iterators with the indexed policy): same losses, same lambda trajectory within 1e-5;
+- it reproduces the trainer as it was before the round existed (per-step Python lr, batches from the pipeline's
+  iterators with the indexed policy): same losses, same lambda trajectory within 1e-6; the fused optimisers it
+  now uses agree with the plain ones within 1e-6 per step;
 - a run killed after an epoch resumes bit-identically with train.graphs=on (eager here);
 - train.graphs / train.compile switches and their messages; the runner's warm-up, capture and replay protocol
   (with a stand-in for torch.cuda); the feeds give identical batches (device gather, host staging, staged batches).
@@ -173,13 +174,16 @@ def test_rounds_make_no_host_sync(tmp_path, strategy):
 # ---------------------------------------------------------------- the same numbers as the trainer before rounds
 
 def _legacy_fit(tr):
-    """The trainer's loop before the sync-free round, verbatim in its arithmetic: Python lr per step, SGD and Adam
-    in their plain forms, batches from the pipeline's iterators (indexed policy); a hyper step after every
-    t_train-th weight step of the run. Returns (losses, lambda after each hyper step)."""
+    """The trainer's loop before the sync-free round: Python lr set per step, batches from the pipeline's iterators
+    (indexed policy), a hyper step after every t_train-th weight step of the run. The optimisers are of the kinds
+    the trainer now uses (fused SGD, fused Adam on the CPU): HBA's policy draws are discrete (a probability against
+    a uniform number, a magnitude rounded to pixels), so a last-bit difference in lambda can change a later draw and
+    the trajectories part; `test_fused_optimisers_match_the_plain_ones` bounds that substitution on its own.
+    Returns (losses, lambda after each hyper step)."""
     cfg, optim, model, hyper = tr.cfg, tr.optim_cfg, tr.model, tr.hyper
     opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov,
-                          weight_decay=optim.weight_decay)
-    adam = None if hyper.lam is None else torch.optim.Adam([hyper.lam], lr=optim.hyper_lr)
+                          weight_decay=optim.weight_decay, fused=True)
+    adam = None if hyper.lam is None else torch.optim.Adam([hyper.lam], lr=optim.hyper_lr, fused=True)
     losses, lams, step, spe = [], [], 0, tr.steps_per_epoch
     for epoch in range(cfg.epochs):
         model.train()
@@ -209,23 +213,49 @@ def _legacy_fit(tr):
 @pytest.mark.parametrize("strategy", ["first_bn", "none"])
 def test_round_reproduces_the_trainer_before_it(tmp_path, strategy):
     """fp32, 2 epochs of 3 steps with t_train=2 (rounds straddle the epoch boundary), lr warm-up then cosine; a
-    search (first_bn) and plain training with a schedule that changes every epoch (none). Stated tolerance: losses
-    and lambda within 1e-5 (fused and plain SGD / Adam may round differently; on the CPU here they agree exactly);
-    the batches themselves are identical (static and indexed policy forms draw the same numbers)."""
+    search (first_bn) and plain training with a schedule that changes every epoch (none). The batches are the same
+    (static and indexed policy forms draw the same numbers), the lr the same, the optimisers of one kind: stated
+    tolerance 1e-6 on losses, lambda and weights (measured here: exactly equal)."""
     new = _build(tmp_path / "new", strategy, graphs="on")
     losses, lams = _record(new)
     new.fit()
     old = _build(tmp_path / "old", strategy)
     old_losses, old_lams = _legacy_fit(old)
     assert len(losses) == len(old_losses) == 6 + (3 if strategy != "none" else 0)  # weight and hyper steps, in order
-    torch.testing.assert_close(torch.stack(losses), torch.stack(old_losses), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.stack(losses), torch.stack(old_losses), rtol=1e-6, atol=1e-6)
     assert len(lams) == len(old_lams)
     for a, b in zip(lams, old_lams):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     if lams:
         assert (lams[-1] - SearchSpace().init_lam()).abs().max() > 0.05  # lambda really moved
     for (name, p), q in zip(new.model.named_parameters(), old.model.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_fused_optimisers_match_the_plain_ones():
+    """The trainer's optimiser kinds against the plain ones it replaced, several steps on the same gradients: SGD
+    fused with a tensor lr (set per step) vs plain SGD with a float lr; Adam fused (CPU) vs plain. Within 1e-6."""
+    torch.manual_seed(0)
+    params = [torch.randn(64, 32), torch.randn(54)]
+    grads = [[torch.randn_like(p) for p in params] for _ in range(5)]
+    for kind in ("sgd", "adam"):
+        a, b = [p.clone().requires_grad_() for p in params], [p.clone().requires_grad_() for p in params]
+        if kind == "sgd":
+            lr = torch.tensor(0.05)
+            fused = torch.optim.SGD(a, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
+            plain = torch.optim.SGD(b, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        else:
+            fused, plain = torch.optim.Adam(a, lr=0.05, fused=True), torch.optim.Adam(b, lr=0.05)
+        for i, g in enumerate(grads):
+            if kind == "sgd":
+                lr.fill_(0.05 * (1 - i / 10))
+                plain.param_groups[0]["lr"] = 0.05 * (1 - i / 10)
+            for p, q, gi in zip(a, b, g):
+                p.grad, q.grad = gi.clone(), gi.clone()
+            fused.step()
+            plain.step()
+        for p, q in zip(a, b):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------- resume with graphs on
@@ -477,6 +507,8 @@ def test_gpu_graphs_equal_eager_wrn_40_2(tmp_path, amp):
     (eager, losses, lams), (graphed, g_losses, g_lams) = runs["off"], runs["on"]
     assert graphed.rounds.graph is not None and eager.rounds.graph is None
     _same_generators(eager, graphed)
+    # HBA's policy draws are discrete: a last-bit difference can change a later draw, and the trajectories part.
+    # With the same kernels there is none; a difference here means capture changed the numerics (or a bug).
     tol = 1e-3 if amp == "off" else 1e-2
     torch.testing.assert_close(torch.stack(g_losses), torch.stack(losses), rtol=tol, atol=tol)
     torch.testing.assert_close(torch.stack(g_lams), torch.stack(lams), rtol=0, atol=tol)
@@ -550,15 +582,19 @@ def test_gpu_eager_rounds_pass_sync_debug_mode(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_gpu_compile_with_graphs(tmp_path):
-    """torch.compile (inductor, default mode) inside the captured round: trains, close to the eager round."""
+    """torch.compile (inductor, default mode) inside the captured round: it trains, and its first round's losses
+    (before any hyper step or different draw can part the runs) match the eager round's within 2e-2 (bf16,
+    inductor's fusions round differently)."""
     torch._dynamo.reset()
     data = _gpu_data(n_steps=8, batch=32)
     compiled = _build(tmp_path / "c", "first_bn", "wrn-16-2", "cuda", data=data, amp="bf16", graphs="on",
                       compile="default")
-    losses, _ = _record(compiled)
+    losses, lams = _record(compiled)
     compiled.fit()
     eager = _build(tmp_path / "e", "first_bn", "wrn-16-2", "cuda", data=data, amp="bf16", graphs="off")
     e_losses, _ = _record(eager)
     eager.fit()
-    assert compiled.rounds.graph is not None
-    torch.testing.assert_close(torch.stack(losses), torch.stack(e_losses), rtol=5e-2, atol=5e-2)
+    assert compiled.rounds.graph is not None and len(losses) == len(e_losses)
+    assert all(math.isfinite(float(v)) for v in losses)
+    torch.testing.assert_close(torch.stack(losses[:2]), torch.stack(e_losses[:2]), rtol=2e-2, atol=2e-2)
+    assert (lams[-1] - SearchSpace().init_lam().cuda()).abs().max() > 0.05
