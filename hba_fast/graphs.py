@@ -15,10 +15,11 @@
   cuDNN's benchmark picks its algorithms, Triton's autotuner times its configs, the optimisers create their state),
   the next full round is captured once into a `torch.cuda.CUDAGraph` and every full round after it is one replay.
   Capture records kernels, it does not run them: the capturing round is then replayed, so every round trains.
-  Random numbers: every generator the round draws from is registered with the graph
-  (`CUDAGraph.register_generator_state`; the default CUDA generator is registered by torch), so each replay
-  advances its Philox offset by what the captured round consumed, as eager rounds do: replays draw fresh numbers
-  and the generators' states stay exact for checkpoints.
+  Random numbers: the round draws only from the generators its feed names (the augmentation's, the sampler's;
+  nothing in it uses the default generator), and each is registered with the graph
+  (`CUDAGraph.register_generator_state`), so each replay advances its Philox offset by what the captured round
+  consumed, as an eager round does: replays draw fresh numbers, the same ones eager rounds would, and the
+  generators' states stay exact for checkpoints.
 - `reset()` drops the graph; the trainer calls it after loading a checkpoint (the optimisers' state tensors are
   new objects then, which a graph would not see), so the graph is rebuilt after a resume.
 Capture uses `capture_error_mode="thread_local"`, so threads of a data pipeline running beside it do not break it.
