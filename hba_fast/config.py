@@ -64,6 +64,18 @@ def _kernel_impls():
     return IMPLS
 
 
+def _graph_modes():
+    from .graphs import GRAPHS
+
+    return GRAPHS
+
+
+def _compile_modes():
+    from .graphs import COMPILE
+
+    return COMPILE
+
+
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = field(default="shapes10", metadata=_range(choices=_datasets))
@@ -137,6 +149,10 @@ class TrainConfig:
     log_every: int = field(default=20, metadata=_range(1))  # steps between metric lines
     eval_every: int = field(default=1, metadata=_range(0))  # epochs between full validation passes (0: never)
     checkpoint_every: int = field(default=1, metadata=_range(1))  # epochs between checkpoints
+    graphs: str = field(default="auto", metadata=_range(choices=_graph_modes))  # CUDA graph of the round: auto =
+    # on with CUDA; on without CUDA runs the same capture-ready round eagerly (hba_fast/graphs.py)
+    compile: str = field(default="off", metadata=_range(choices=_compile_modes))  # torch.compile of the model's
+    # forward/backward: off | default | max-autotune (without inductor's own CUDA graphs); with or without graphs
 
 
 @dataclass(frozen=True)
@@ -204,6 +220,8 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
             raise ConfigError(f"{where} must be a number, got {value!r}")
         value = float(value)
     elif base is str:
+        if isinstance(value, bool):  # YAML 1.1 reads on/off (and yes/no) as booleans: back to the choice's word
+            value = {True: "on", False: "off"}[value]
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
     meta = f.metadata

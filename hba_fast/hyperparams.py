@@ -13,17 +13,26 @@ lambda (54,) is the search's one central variable (SPEC 3, paper Algorithm 1). I
       -> `hyper.schedule` is what schedule.py writes to schedule.json.
 
 Samplers answer one question for a pipeline: the per-sample policy of a training batch. They share the
-`Sampler` protocol: `sample(batch_size, epoch, device) -> PolicySample(probs (B, 30), mags (B, 30), lam)`.
+`Sampler` protocol: `sample(batch_size, epoch, device) -> PolicySample(probs (B, 30), mags (B, 30), lam)`, and
+`set_epoch(epoch, device)`, called at each epoch's start outside the trainer's round, so that `sample` inside a
+captured round reads only device buffers (a CUDA graph replays kernels, not Python: nothing may depend on a Python
+epoch there).
 - `SearchSampler`: lambda_i = lambda + sigma * eps_i around a live lambda; lam (B, 54) is lambda_i itself.
   It reads lambda (detached) at call time, so it follows lambda as Adam moves it; a prefetching pipeline may
   draw a few steps ahead, and hands the trainer the exact lambda_i it used.
 - `ScheduleSampler`: a learned schedule's entry for the epoch, the same for every sample; lam None. A schedule
   of E_s entries used for E epochs is stretched linearly: epoch e takes entry min(E_s - 1, floor(e E_s / E + 1/2)).
+  The entry in use sits in a static device buffer, filled by `set_epoch` (or by `sample` when the epoch changed).
 A sampler's state (its random generator) differs between ranks; the pipeline that calls it checkpoints it with
 its own per-rank state. `Hyperparams.state_dict()` is the part every rank shares (lambda, Adam, the schedule), so
 `Hyperparams` hands pipelines its `sampler` rather than being one.
 
 `NoHyperparams` stands in when nothing is searched (plain training): no lambda, no hyper steps, no schedule.
+
+Sync-free and capturable: `Hyperparams.step` and both samplers' `sample` run only device ops (lambda's Adam is
+`capturable=True` on CUDA and `fused=True` on the CPU, both keeping its step count on the device; the epoch's sum and
+count of lambda are device tensors), so they run inside the trainer's CUDA-graph round. `end_epoch`, `metrics` and
+the state dicts read the device: they run at epoch boundaries only.
 """
 from __future__ import annotations
 
@@ -48,6 +57,8 @@ class Sampler(Protocol):
 
     def sample(self, batch_size: int, epoch: int, device: torch.device | str) -> PolicySample: ...
 
+    def set_epoch(self, epoch: int, device: torch.device | str) -> None: ...
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -67,6 +78,7 @@ class SearchSampler:
         if generator is None:  # reproducible under torch.manual_seed(run seed), distinct from the global stream
             generator = torch.Generator(device=lam.device).manual_seed((torch.initial_seed() + 0x5A3) % 2**63)
         self.generator = generator
+        space.bounds(lam.device)  # decode's constants copied to the device now, not inside the first (timed) step
 
     def sample(self, batch_size: int, epoch: int, device: torch.device | str) -> PolicySample:
         noise = torch.randn((batch_size, self.lam.numel()), generator=self.generator,
@@ -74,6 +86,9 @@ class SearchSampler:
         lam_i = self.lam.detach().to(device=device, dtype=torch.float32) + self.sigma * noise.to(device)
         probs, mags = self.space.decode(lam_i)
         return PolicySample(probs, mags, lam_i)
+
+    def set_epoch(self, epoch: int, device: torch.device | str) -> None:
+        pass  # lambda is live: nothing depends on the epoch
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -127,7 +142,10 @@ class ScheduleSampler:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         self.probs, self.mags, self.epochs = probs, mags, int(epochs)  # (E_s, 30) each, on the CPU
+        # per device: the whole schedule (E_s, 2, 30), copied once; the entry in use (2, 30), a static buffer that
+        # captured rounds read; and the epoch that entry belongs to
         self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._epoch_on: dict[torch.device, int] = {}
 
     @property
     def schedule_epochs(self) -> int:
@@ -137,13 +155,22 @@ class ScheduleSampler:
         """The schedule entry used at `epoch` (0-based) of a run of `self.epochs` epochs."""
         return stretch_index(epoch, self.schedule_epochs, self.epochs)
 
+    def set_epoch(self, epoch: int, device: torch.device | str) -> None:
+        """Put `epoch`'s entry into the device's static buffer (a device copy; call it outside captured rounds)."""
+        device = torch.device(device)
+        if device not in self._on:  # one copy of the schedule per device, made once: no transfer per batch
+            self._on[device] = (torch.stack([self.probs, self.mags], 1).to(device),
+                                torch.empty(2, NUM_SLOTS, device=device))
+        if self._epoch_on.get(device) != epoch:
+            table, current = self._on[device]
+            current.copy_(table[self.entry_index(epoch)])
+            self._epoch_on[device] = epoch
+
     def sample(self, batch_size: int, epoch: int, device: torch.device | str) -> PolicySample:
         device = torch.device(device)
-        if device not in self._on:  # one copy per device, made once: no transfer per batch
-            self._on[device] = (self.probs.to(device), self.mags.to(device))
-        probs, mags = self._on[device]
-        k = self.entry_index(epoch)
-        return PolicySample(probs[k].repeat(batch_size, 1), mags[k].repeat(batch_size, 1), None)  # (B, 30) each
+        self.set_epoch(epoch, device)  # nothing to do when the epoch's entry is already in place
+        current = self._on[device][1]  # (2, 30): probs, mags
+        return PolicySample(current[0].repeat(batch_size, 1), current[1].repeat(batch_size, 1), None)  # (B, 30)
 
     def state_dict(self) -> dict:
         return {}
@@ -165,11 +192,14 @@ class Hyperparams:
                  generator: torch.Generator | None = None):
         self.space = space
         self.lam = nn.Parameter(space.init_lam(device))  # (54,) unbounded
-        self.optimizer = torch.optim.Adam([self.lam], lr=lr)
+        # Adam with its step count on the device, no host read per step (module docstring): capturable on CUDA,
+        # fused on the CPU (where capturable is not offered and the plain form reads the count with .item())
+        on_cuda = self.lam.device.type == "cuda"
+        self.optimizer = torch.optim.Adam([self.lam], lr=lr, **({"capturable": True} if on_cuda else {"fused": True}))
         self.sampler = SearchSampler(self.lam, sigma, space, generator)
         self.schedule: list[dict] = []  # one decoded policy per finished epoch
         self._sum = torch.zeros_like(self.lam.detach())  # lambda summed over this epoch's hyper steps
-        self._count = 0
+        self._count = torch.zeros((), dtype=torch.long, device=self.lam.device)  # this epoch's hyper steps
 
     def step(self, loss: torch.Tensor, all_reduce: AllReduce = lambda tensors: None) -> None:
         """One Adam step on lambda from `loss` (the validation loss through theta(lambda)); only lambda's gradient
@@ -184,12 +214,13 @@ class Hyperparams:
 
     def end_epoch(self, epoch: int) -> dict:
         """This epoch's schedule entry: lambda averaged over its hyper steps, decoded; appended to `schedule`."""
-        mean = self._sum / self._count if self._count else self.lam.detach()
+        count = int(self._count.item())  # the epoch boundary: reading the device is fine here
+        mean = self._sum / count if count else self.lam.detach()
         probs, mags = self.space.decode(mean.float().cpu())
         entry = {"epoch": epoch, "lam": mean.cpu().tolist(), "probs": probs.tolist(), "mags": mags.tolist()}
         self.schedule.append(entry)
         self._sum.zero_()
-        self._count = 0
+        self._count.zero_()
         return entry
 
     def metrics(self) -> dict:
@@ -201,7 +232,7 @@ class Hyperparams:
     def state_dict(self) -> dict:
         """What every rank shares: lambda, Adam's moments, the schedule so far, the epoch's running sum."""
         return {"lam": self.lam.detach().clone(), "optimizer": self.optimizer.state_dict(),
-                "schedule": list(self.schedule), "sum": self._sum.clone(), "count": self._count}
+                "schedule": list(self.schedule), "sum": self._sum.clone(), "count": int(self._count.item())}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
@@ -209,7 +240,7 @@ class Hyperparams:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule = list(state["schedule"])
         self._sum.copy_(state["sum"])
-        self._count = int(state["count"])
+        self._count.fill_(int(state["count"]))
 
 
 class NoHyperparams:

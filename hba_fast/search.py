@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ def search(cfg: Config) -> Path:
         raise ConfigError(f"a search needs hyper-layers and hyper steps, got model.strategy={cfg.model.strategy!r}, "
                           f"train.t_val={cfg.train.t_val}; set model.strategy=first_bn (or another) and train.t_val>=1 "
                           f"(to train a plain model use `hba-fast train`)")
+    started = time.perf_counter()
     with start_run(cfg) as run:
         splits = load_splits(cfg.data)
         space = SearchSpace()
@@ -54,7 +56,8 @@ def search(cfg: Config) -> Path:
             plot_schedule(out / "schedule.png", hyper.schedule)
             torch.save({"model": cfg.model.name, "num_classes": splits.num_classes, "lam": lam.cpu(),
                         "state_dict": materialize(model, lam).state_dict()}, out / "model.pt")
-            run.log.metrics({"kind": "final", **{f"test_{k}": v for k, v in test.items()}})
+            wall = time.perf_counter() - started
+            run.log.metrics({"kind": "final", **{f"test_{k}": v for k, v in test.items()}, "wall_s": round(wall, 1)})
             run.log.info(f"done: test error of theta(lambda*) {test.get('error', float('nan')):.4f}; "
-                         f"schedule, plot and model in {out}")
+                         f"schedule, plot and model in {out}; wall time {wall:.1f} s")
         return run.log.dir

@@ -14,9 +14,21 @@ lambda itself, its Adam optimiser, its per-sample draw and the per-epoch schedul
 (hyperparams.py); the trainer only computes the losses and asks it to step. Without one (`hyper=None`, and then
 `t_val = 0`) this is a plain trainer, used by `hba-fast train` for the paper's evaluation protocol.
 
-No host syncs inside a step: losses are accumulated on the device and read every `log_every` steps, where a
-non-finite loss is also detected (the first bad step is tracked on the device, and agreed on by every rank). Every
-stateful part has `state_dict()` / `load_state_dict()`; checkpoints are written atomically (see `checkpoint.py`).
+The round is one function, `_round`, of static device buffers only, with no host sync, so a CUDA graph can capture
+it (graphs.py runs it: eagerly, or captured once and replayed, per train.graphs; the model through torch.compile
+per train.compile):
+- batches come from the pipeline's RoundFeed (pipelines/round_feed.py): indices (or finished batches) copied into
+  static buffers between rounds; gather, policy (static form) and recipe run inside the round;
+- the learning rate is a device scalar, read by fused SGD, set at every weight step from this epoch's table of
+  rates (`lr_factor` evaluated on the host once per epoch, copied to a static device buffer) at a device step
+  counter; lambda's Adam keeps its step on the device (hyperparams.py);
+- losses are summed on the device and read every `log_every` steps, where a non-finite loss is also detected (the
+  first bad step is tracked on the device with the device step counter, and agreed on by every rank).
+Rounds follow the global step as in Algorithm 1 (a hyper step after every t_train-th weight step), so when
+steps_per_epoch is not a multiple of t_train a round straddles the epoch boundary: its two parts run eagerly, on
+either side of the boundary (evaluation, schedule entry, checkpoint), which stays outside any graph. Every
+stateful part has `state_dict()` / `load_state_dict()`; checkpoints are written atomically (see `checkpoint.py`)
+and loading one rebuilds the graph.
 
 Several processes (torchrun): gradients of phi and lambda are averaged across ranks after each backward, so phi
 and lambda stay identical everywhere; batch-norm running statistics are averaged at the end of each epoch. Each
@@ -26,7 +38,6 @@ alone writes, and every rank resumes from its own entry.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -37,8 +48,10 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .errors import NonFiniteLossError
+from .graphs import RoundRunner, compile_model, enable_cudnn_benchmark, use_graphs
 from .hyperparams import Hyperparams, NoHyperparams
-from .pipelines.base import Pipeline
+from .pipelines.base import Batch, Pipeline
+from .pipelines.round_feed import round_feed
 from .session import Run
 
 
@@ -72,25 +85,24 @@ CHECKPOINT_FORMAT = 2  # the layout of Trainer.state_dict(); older checkpoints a
 
 @dataclass
 class Meter:
-    """Device-side sums of a scalar, read at log time only."""
+    """Device-side sum and count of a scalar, read at log time only."""
     device: torch.device
     total: torch.Tensor = field(init=False)
-    count: int = 0
+    count: torch.Tensor = field(init=False)
 
     def __post_init__(self):
         self.total = torch.zeros((), device=self.device)
+        self.count = torch.zeros((), device=self.device)
 
     def add(self, value: torch.Tensor) -> None:
         self.total += value.detach().float()
         self.count += 1
 
     def pop(self) -> float | None:
-        if self.count == 0:
-            return None
-        mean = (self.total / self.count).item()
+        total, count = torch.stack([self.total, self.count]).tolist()  # the one device read
         self.total.zero_()
-        self.count = 0
-        return mean
+        self.count.zero_()
+        return None if count == 0 else total / count
 
 
 class Trainer:
@@ -107,38 +119,57 @@ class Trainer:
         self.steps_per_epoch = pipeline.steps_per_epoch
         if train_cfg.steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, train_cfg.steps_per_epoch)
-        fused = self.device.type == "cuda"
-        self.opt_phi = torch.optim.SGD(model.parameters(), lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                                       nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay,
-                                       **({"fused": True} if fused else {}))
-        amp = train_cfg.amp == "bf16" or (train_cfg.amp == "auto" and self.device.type == "cuda")
-        self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp)
+        dev = self.device
+        self.lr = torch.tensor(optim_cfg.lr, dtype=torch.float32, device=dev)  # SGD reads it at every step
+        self.opt_phi = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=optim_cfg.momentum,
+                                       nesterov=optim_cfg.nesterov, weight_decay=optim_cfg.weight_decay, fused=True)
+        self._lr_table = torch.zeros(self.steps_per_epoch, dtype=torch.float64, device=dev)  # this epoch's lr/step
+        self._pos = torch.zeros((), dtype=torch.long, device=dev)  # weight steps taken in this epoch
+        self._step = torch.zeros((), dtype=torch.long, device=dev)  # weight steps taken in the run (NaN report)
+        amp = train_cfg.amp == "bf16" or (train_cfg.amp == "auto" and dev.type == "cuda")
+        # no autocast weight cache: a captured graph would keep the first round's bf16 copies of the weights
+        self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False)
         self.epoch, self.step = 0, 0
-        self._train_loss, self._val_loss = Meter(self.device), Meter(self.device)
-        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._train_loss, self._val_loss = Meter(dev), Meter(dev)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=dev)
+        self._set_counters()
+        graphs = use_graphs(train_cfg.graphs, dev, self.log.info)
+        self.feed = round_feed(pipeline, train_cfg.t_train, train_cfg.t_val, dev,
+                               capture_ready=graphs or train_cfg.graphs == "on")
+        self.forward = compile_model(model, train_cfg.compile)
+        self.rounds = RoundRunner(self._round, train_cfg.t_train, train_cfg.t_val, dev, graphs,
+                                  self.feed.generators())
+        tuned = enable_cudnn_benchmark(dev)
+        self.log.info(f"rounds of {train_cfg.t_train} weight + {train_cfg.t_val} hyper steps: "
+                      f"{'CUDA graph, captured after warm-up' if graphs else 'eager'}; torch.compile "
+                      f"{train_cfg.compile}; {type(self.feed).__name__}{'; cudnn.benchmark' if tuned else ''}")
 
     @property
     def schedule(self) -> list[dict]:
         """One decoded policy per finished epoch (empty when nothing is searched)."""
         return self.hyper.schedule
 
-    # ----------------------------------------------------------------------------------------- steps
-    def _set_lr(self) -> None:
-        factor = lr_factor(self.optim_cfg, self.step / self.steps_per_epoch, self.cfg.epochs)
-        for group in self.opt_phi.param_groups:
-            group["lr"] = self.optim_cfg.lr * factor
+    # ----------------------------------------------------------------------------------------- the round
+    # Everything from here to `_all_reduce` runs inside the round: device ops on static buffers only.
+    def _round(self, n_weight: int, n_hyper: int) -> None:
+        """Algorithm 1's inner loop: n_weight weight steps, then n_hyper hyper steps, on the feed's buffers."""
+        for k in range(n_weight):
+            self.weight_step(self.feed.train_batch(k))
+        for j in range(n_hyper):
+            self.hyper_step(self.feed.val_batch(j))
 
     def _check_finite(self, loss: torch.Tensor) -> None:
-        self._first_bad.masked_fill_((~torch.isfinite(loss.detach())) & (self._first_bad < 0), self.step)
+        bad = ~torch.isfinite(loss.detach()) & (self._first_bad < 0)
+        self._first_bad.copy_(torch.where(bad, self._step, self._first_bad))
 
     def _loss(self, images: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
         with self.autocast():
-            logits = self.model(images.contiguous(memory_format=self.memory_format), lam)
+            logits = self.forward(images.contiguous(memory_format=self.memory_format), lam)
         return F.cross_entropy(logits.float(), labels)
 
-    def weight_step(self, batch) -> None:
+    def weight_step(self, batch: Batch) -> None:
         """Eq. 13: one SGD step on phi with per-sample lambda_i (already used by the pipeline's augmentation)."""
-        self._set_lr()
+        self.lr.copy_(self._lr_table.index_select(0, self._pos.view(1)).view(()))
         loss = self._loss(batch.images, batch.labels, batch.lam)
         self.opt_phi.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,11 +177,11 @@ class Trainer:
         self.opt_phi.step()
         self._train_loss.add(loss)
         self._check_finite(loss)
-        self.step += 1
+        self._pos += 1
+        self._step += 1
 
-    def hyper_step(self) -> None:
+    def hyper_step(self, batch: Batch) -> None:
         """Eq. 11: one Adam step on lambda from a clean validation batch through theta(lambda)."""
-        batch = self.pipeline.val_batch()
         with frozen_bn_statistics(self.model):
             loss = self._loss(batch.images, batch.labels, self.hyper.lam)
         self.hyper.step(loss, self._all_reduce)
@@ -175,22 +206,49 @@ class Trainer:
         self.log.info(f"training {self.cfg.epochs - self.epoch} epochs x {self.steps_per_epoch} steps "
                       f"({self.world} process(es)) on {self.device}")
         while self.epoch < self.cfg.epochs:
-            self.model.train()
+            self._start_epoch()
             bar = self.log.progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}")
-            t0, seen = time.perf_counter(), 0
-            for i, batch in enumerate(itertools.islice(self.pipeline.train_epoch(self.epoch), self.steps_per_epoch)):
-                self.weight_step(batch)
-                seen += batch.labels.shape[0] * self.world
-                if self.step % self.cfg.t_train == 0:
-                    for _ in range(self.cfg.t_val):
-                        self.hyper_step()
-                if self.step % self.cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
+            t0, seen, end = time.perf_counter(), 0, self.step + self.steps_per_epoch
+            for n_weight, n_hyper in self.rounds_of_epoch():
+                self.run_round(n_weight, n_hyper)
+                seen += n_weight * self.pipeline.batch_size * self.world
+                if self.step % self.cfg.log_every < n_weight or self.step == end:  # crossed a multiple of log_every
                     ips = seen / max(time.perf_counter() - t0, 1e-9)
                     self._log_interval(ips)
                     bar.set_postfix_str(f"{ips:.0f} img/s")
-                bar.update(1)
+                bar.update(n_weight)
             bar.close()
             self._end_epoch(seen / max(time.perf_counter() - t0, 1e-9))
+
+    def rounds_of_epoch(self):
+        """(weight steps, hyper steps) of each round of this epoch: a hyper step after every t_train-th weight step
+        of the run, so an epoch may start with the rest of a round and end with the start of one."""
+        step, end = self.step, self.step + self.steps_per_epoch
+        while step < end:
+            n_weight = min(self.cfg.t_train - step % self.cfg.t_train, end - step)
+            step += n_weight
+            yield n_weight, (self.cfg.t_val if step % self.cfg.t_train == 0 else 0)
+
+    def run_round(self, n_weight: int, n_hyper: int) -> None:
+        """Fill the feed's buffers for the next round, then run it (a CUDA graph replay when it is captured)."""
+        self.feed.prepare(n_weight, n_hyper)
+        self.rounds.run(n_weight, n_hyper)
+        self.step += n_weight
+
+    def _start_epoch(self) -> None:
+        """Outside the round: this epoch's learning rates and device counters, the feed's epoch."""
+        self.model.train()
+        self._set_counters()
+        self.feed.start_epoch(self.epoch)
+
+    def _set_counters(self) -> None:
+        """The device step counters from `self.step`, and the rate of each of the next steps_per_epoch steps."""
+        first, spe = self.step, self.steps_per_epoch
+        rates = [self.optim_cfg.lr * lr_factor(self.optim_cfg, (first + i) / spe, self.cfg.epochs) for i in range(spe)]
+        host = torch.tensor(rates, dtype=torch.float64)  # (steps_per_epoch,)
+        self._lr_table.copy_(host.pin_memory() if self.device.type == "cuda" else host, non_blocking=True)
+        self._pos.zero_()
+        self._step.fill_(self.step)
 
     def _log_interval(self, images_per_s: float) -> None:
         none = torch.iinfo(torch.long).max
@@ -202,7 +260,7 @@ class Trainer:
             raise NonFiniteLossError(
                 f"the loss became NaN/Inf at step {first_bad} (epoch {self.epoch}); the run stopped and the last "
                 f"good checkpoint is kept. Lower optim.lr / optim.hyper_lr, or try train.amp=off")
-        row = {"kind": "train", "epoch": self.epoch, "step": self.step, "lr": self.opt_phi.param_groups[0]["lr"],
+        row = {"kind": "train", "epoch": self.epoch, "step": self.step, "lr": self.lr.item(),
                "train_loss": self._train_loss.pop(), "images_per_s": round(images_per_s, 1),
                "hyper_val_loss": self._val_loss.pop()}
         self.log.metrics({k: v for k, v in row.items() if v is not None})
@@ -277,7 +335,10 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.model.load_state_dict(state["model"])
         self.opt_phi.load_state_dict(state["opt_phi"])
+        for group in self.opt_phi.param_groups:  # the loaded groups hold the saved lr: read ours, set every step
+            group["lr"] = self.lr
         self.hyper.load_state_dict(state["hyper"])
+        self.rounds.reset()  # the optimisers' state tensors are new objects: capture the round again
         own = ranks[torch.distributed.get_rank() if self.world > 1 else 0]
         self.pipeline.load_state_dict(own["pipeline"])
         torch.set_rng_state(own["rng"]["cpu"].cpu())  # RNG states must be CPU byte tensors

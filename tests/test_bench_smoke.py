@@ -1,6 +1,6 @@
 """The benchmark scripts keep working: their --smoke mode runs every code path at tiny sizes on the CPU
-(Triton interpreter, DALI CPU operators where DALI is installed) and writes no numbers unless told where (--out);
-bench_pipeline.py also runs where DALI is absent (its DALI rows say they were skipped)."""
+(Triton interpreter, DALI CPU operators where DALI is installed) and writes no numbers unless told where (--out,
+rows marked smoke); bench_pipeline.py also runs where DALI is absent (its DALI rows say they were skipped)."""
 import json
 import os
 import subprocess
@@ -44,3 +44,22 @@ def test_bench_pipeline_without_dali_writes_to_out(tmp_path):
     assert all(r["aten_ops"] > 50 for r in forms.values())
     shares = [r for r in rows if r.get("metric") == "policy_share"]
     assert {r["variant"] for r in shares} == {"static", "indexed"} and all(r["value"] > 0 for r in shares)
+
+
+@pytest.mark.slow
+def test_bench_round_smoke(tmp_path):
+    """Every strategy and mode of the round benchmark, tiny, on the CPU: rows with the derived ratios."""
+    out = tmp_path / "round.jsonl"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "HBA_GIT_SHA": "cafe"}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_round.py"), "--smoke", "--data", "shapes10",
+                           "--model", "wrn-40-2", "--batch", "128", "--strategies", "none,first_bn,conv+bn",
+                           "--modes", "eager,graphs,compile", "--steps", "4", "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["strategy"], r["mode"]) for r in rows] == [(s, m) for s in ("none", "first_bn", "conv+bn")
+                                                          for m in ("eager", "graphs", "compile")]
+    assert all(r["smoke"] and r["ms_per_round"] > 0 and r["train_images_per_s"] > 0 and r["git_sha"] for r in rows)
+    assert all("search_over_plain" in r for r in rows if r["strategy"] != "none")
+    assert all("speedup_vs_eager" in r for r in rows if r["mode"] != "eager")
+    assert "search/plain" in done.stdout

@@ -1,9 +1,6 @@
 """bench/gpu_suite.sh cannot rot: its --smoke mode runs every stage at tiny sizes on the CPU, writes at most 8 files
 under $OUT and prints the summary table last; the summary and the suite's own JSON lines are checked on made-up
-inputs, so a wrong pass / FAIL cannot hide.
-
-The one stage allowed to fail in the smoke run is `round` while bench/bench_round.py does not exist on the branch
-(it comes with part A of issue 12); once the script is there, no stage may fail."""
+inputs, so a wrong pass / FAIL cannot hide. No stage may fail in the smoke run."""
 from __future__ import annotations
 
 import json
@@ -102,12 +99,11 @@ def test_gpu_suite_smoke_runs_every_stage(tmp_path):
     assert "SMOKE RUN" in table[1] and any(line.startswith("policy / WRN-40-2 step") for line in table)
 
     failed = {line.split()[2] for line in lines if line.startswith("STAGE FAILED:")}
-    allowed = set() if (ROOT / "bench" / "bench_round.py").exists() else {"round"}
-    assert failed <= allowed, log[-3000:]
+    assert not failed, log[-3000:]
 
     files = sorted(p.name for p in out.rglob("*") if p.is_file())
     assert len(files) <= MAX_FILES, files
-    assert {"suite.log", "results.jsonl", "pytest.xml", "schedule.png", "search_metrics.jsonl"} <= set(files)
+    assert {"suite.log", "results.jsonl", "pytest.xml", "schedule.png", "search_metrics.jsonl", "round.jsonl"} <= set(files)
     assert "gpu_suite summary:" in (out / "suite.log").read_text()
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert all(r.get("smoke") for r in rows) and all(r.get("git_sha") for r in rows)

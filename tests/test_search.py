@@ -54,8 +54,8 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, capsys, monkeypatch
 
     augment = TorchPipeline.augment
 
-    def poisoned(self, images, epoch):
-        x, lam = augment(self, images, epoch)
+    def poisoned(self, images, epoch, **kw):
+        x, lam = augment(self, images, epoch, **kw)
         return (x * float("nan") if epoch == 1 else x), lam
 
     monkeypatch.setattr(TorchPipeline, "augment", poisoned)

@@ -16,12 +16,13 @@ from hba_fast.trainer import Trainer, frozen_bn_statistics, lr_factor
 
 
 class FakePipeline:
-    """Random 16x16 images, per-sample lambda_i around a fixed point; enough to drive the trainer."""
+    """Random 16x16 images, per-sample lambda_i around a fixed point; enough to drive the trainer (through a
+    StagedFeed: it has no round feed of its own)."""
     steps_per_epoch = 3
 
     def __init__(self, batch=8):
         self.g = torch.Generator().manual_seed(0)
-        self.batch = batch
+        self.batch = self.batch_size = batch
 
     def _batch(self, lam=True):
         x = torch.randn(self.batch, 3, 16, 16, generator=self.g)
@@ -59,7 +60,7 @@ def _snapshot(model):
 def test_hyper_step_moves_only_lambda(tmp_path):
     tr = _trainer(tmp_path)
     before, lam0 = _snapshot(tr.model), tr.hyper.lam.detach().clone()
-    tr.hyper_step()
+    tr.hyper_step(tr.pipeline.val_batch())
     after = _snapshot(tr.model)
     changed = [k for k in before if not k.endswith("num_batches_tracked") and not torch.equal(before[k], after[k])]
     assert changed == [], f"the hyper step changed {changed}"

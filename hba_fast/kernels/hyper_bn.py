@@ -36,13 +36,14 @@ of splits aims at 4 programs per multiprocessor (`triton_support.multiprocessors
 
 All statistics and accumulations are fp32 for fp32/fp16/bf16 inputs; y and dx come out in x's dtype
 and memory format, dgamma/dbeta in gamma's/beta's dtype. No host synchronisation anywhere, so the
-autograd function can be captured in a CUDA graph. The torch path (impl="torch", and the CPU) is
+launches can be captured in a CUDA graph. The torch path (impl="torch", and the CPU) is
 F.batch_norm without affine followed by one fused addcmul for the per-sample affine.
 
 File anatomy: hyper_batch_norm_ref (pure torch), the @jit kernels, the block-size heuristics, the host
-launchers (_forward_triton, _backward_triton), the autograd Function, and the public hyper_batch_norm with
-impl="auto" | "triton" | "torch" (decided by `triton_support.use_triton`; "auto" also sends batches over the
-65535 grid limit to torch).
+launchers (_stats_triton, _apply_triton, _backward_triton), the custom ops `hba_fast::hyper_batch_norm_{stats,
+apply,bwd}` with the normalisation's autograd formula (so torch.compile and CUDA graph capture work), and the
+public hyper_batch_norm with impl="auto" | "triton" | "torch" (decided by `triton_support.use_triton`; "auto"
+also sends batches over the 65535 grid limit to torch).
 
 References: Ioffe & Szegedy 2015 (batch norm); Chan, Golub & LeVeque 1979 (pairwise variance);
 Triton tutorial 05 (layer norm) for the reduce-then-elementwise backward structure.
@@ -51,7 +52,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
+from torch import Tensor
 
 from .triton_support import KERNEL_DTYPES, check_impl, jit, multiprocessors, tl, triton, use_triton
 
@@ -354,16 +355,14 @@ def _channels_contiguous(C: int, S: int, strides: tuple[int, int, int]) -> bool:
     return S == 1 or (strides[1] == 1 and strides[2] != 1 and C > 1)
 
 
-def _forward_triton(x, gamma, beta, running_mean, running_var, use_batch_stats: bool, momentum: float,
-                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """y (B, C, H, W) in x's dtype and layout, mean (C,) fp32, rstd (C,) fp32; updates the running stats."""
+def _stats_triton(x, running_mean, running_var, use_batch_stats: bool, momentum: float,
+                  eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean (C,) fp32 and rstd (C,) fp32 used to normalise x: the batch's (updating the running statistics in place
+    when given) or, with use_batch_stats False, the running statistics'."""
     B, C, H, W = x.shape
     S = H * W
     xs = _bcs_strides(x)
-    assert xs is not None, "the autograd function passes x with mergeable H, W"
-    y = torch.empty_like(x)  # (B, C, H, W), same memory format as x
-    ys = _bcs_strides(y)
-    assert ys is not None
+    assert xs is not None, "hyper_batch_norm passes x with mergeable H, W"
     mean = torch.empty(C, device=x.device, dtype=torch.float32)  # (C,)
     rstd = torch.empty(C, device=x.device, dtype=torch.float32)  # (C,)
     block_c, block_s, warps = _tiles(C, S, _channels_contiguous(C, S, xs))
@@ -383,10 +382,31 @@ def _forward_triton(x, gamma, beta, running_mean, running_var, use_batch_stats: 
         C, n_splits, float(momentum) if has_running else 0.0, float(eps), xs[1],
         USE_RUNNING=not use_batch_stats, UPDATE_RUNNING=use_batch_stats and has_running,
         BLOCK_SPLIT=fin_block_split, BLOCK_C=fin_block_c)
+    return mean, rstd
+
+
+def _apply_triton(x, gamma, beta, mean, rstd) -> torch.Tensor:
+    """y (B, C, H, W) in x's dtype and layout: (x - mean) * rstd * gamma + beta, gamma and beta (B, C)."""
+    B, C, H, W = x.shape
+    S = H * W
+    xs = _bcs_strides(x)
+    assert xs is not None, "hyper_batch_norm passes x with mergeable H, W"
+    y = torch.empty_like(x)  # (B, C, H, W), same memory format as x
+    ys = _bcs_strides(y)
+    assert ys is not None
+    block_c, block_s, warps = _tiles(C, S, _channels_contiguous(C, S, xs))
+    c_blocks, n_s_tiles = triton.cdiv(C, block_c), triton.cdiv(S, block_s)
     _hbn_fwd_kernel[(n_s_tiles, c_blocks, B)](
         x, y, gamma, beta, mean, rstd, C, S, *xs, *ys, *gamma.stride(), *beta.stride(),
         BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps)
-    return y, mean, rstd
+    return y
+
+
+def _forward_triton(x, gamma, beta, running_mean, running_var, use_batch_stats: bool, momentum: float,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """y (B, C, H, W) in x's dtype and layout, mean (C,) fp32, rstd (C,) fp32; updates the running stats."""
+    mean, rstd = _stats_triton(x, running_mean, running_var, use_batch_stats, momentum, eps)
+    return _apply_triton(x, gamma, beta, mean, rstd), mean, rstd
 
 
 def _backward_triton(dy, x, gamma, mean, rstd, use_batch_stats: bool, need_dx: bool, need_affine: bool,
@@ -425,27 +445,72 @@ def _backward_triton(dy, x, gamma, mean, rstd, use_batch_stats: bool, need_dx: b
     return dx, dgamma, dbeta
 
 
-# ------------------------------------------------------------------------------------------ autograd glue
-class _HyperBatchNormFn(torch.autograd.Function):
-    """Fused forward and backward; the running statistics are updated in place by the forward."""
+# ------------------------------------------------------------------------------------------ custom ops
+# The launchers as torch.library custom ops: torch.compile sees one opaque node each (it never traces the launches),
+# AOTAutograd differentiates through the formula registered below, and a CUDA graph capture records the launches.
+# The statistics (which update the running statistics in place, declared as mutated arguments) and the
+# normalisation are two ops because torch.library gives autograd formulas to functional ops only: the statistics
+# reach the normalisation detached, and its formula carries their share of dx (the module docstring's m1, m2).
 
-    @staticmethod
-    def forward(ctx, x, gamma, beta, running_mean, running_var, use_batch_stats, momentum, eps):
-        x, _ = _as_bcs(x, channels_last=x.stride(1) < x.stride(3))  # copies only views whose H, W do not merge
-        y, mean, rstd = _forward_triton(x, gamma, beta, running_mean, running_var, use_batch_stats, momentum, eps)
-        ctx.save_for_backward(x, gamma, mean, rstd)
-        ctx.use_batch_stats = use_batch_stats
-        ctx.beta_dtype = beta.dtype
-        return y
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        x, gamma, mean, rstd = ctx.saved_tensors
-        need_dx, need_gamma, need_beta = ctx.needs_input_grad[:3]
-        dx, dgamma, dbeta = _backward_triton(dy, x, gamma, mean, rstd, ctx.use_batch_stats, need_dx,
-                                             need_gamma or need_beta, ctx.beta_dtype)
-        return dx, dgamma if need_gamma else None, dbeta if need_beta else None, None, None, None, None, None
+@torch.library.custom_op("hba_fast::hyper_batch_norm_stats", mutates_args=("running_mean", "running_var"))
+def _stats_op(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, use_batch_stats: bool,
+              momentum: float, eps: float) -> tuple[Tensor, Tensor]:
+    """mean (C,) and rstd (C,) fp32; updates the running statistics when use_batch_stats."""
+    return _stats_triton(x, running_mean, running_var, use_batch_stats, momentum, eps)
+
+
+@_stats_op.register_fake
+def _stats_fake(x, running_mean, running_var, use_batch_stats, momentum, eps):
+    C = x.shape[1]
+    return x.new_empty((C,), dtype=torch.float32), x.new_empty((C,), dtype=torch.float32)
+
+
+@torch.library.custom_op("hba_fast::hyper_batch_norm_apply", mutates_args=())
+def _apply_op(x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, rstd: Tensor, use_batch_stats: bool) -> Tensor:
+    """y like x; `use_batch_stats` says whether mean and rstd are x's own (the backward then carries their share)."""
+    return _apply_triton(x, gamma, beta, mean, rstd)
+
+
+@_apply_op.register_fake
+def _apply_fake(x, gamma, beta, mean, rstd, use_batch_stats):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("hba_fast::hyper_batch_norm_bwd", mutates_args=())
+def _bwd_op(dy: Tensor, x: Tensor, gamma: Tensor, mean: Tensor, rstd: Tensor, use_batch_stats: bool, need_dx: bool,
+            need_affine: bool, beta_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """dx like x, dgamma (B, C), dbeta (B, C); an empty (0,) tensor for each one not asked for."""
+    dx, dgamma, dbeta = _backward_triton(dy, x, gamma, mean, rstd, use_batch_stats, need_dx, need_affine, beta_dtype)
+    if not need_affine:  # computed anyway when dx needs them (training); the op's outputs follow its arguments
+        dgamma = dbeta = None
+    return tuple(t if t is not None else x.new_empty(0) for t in (dx, dgamma, dbeta))
+
+
+@_bwd_op.register_fake
+def _bwd_fake(dy, x, gamma, mean, rstd, use_batch_stats, need_dx, need_affine, beta_dtype):
+    B, C = x.shape[:2]
+    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+    if not need_affine:
+        return dx, x.new_empty(0), x.new_empty(0)
+    return dx, x.new_empty((B, C), dtype=gamma.dtype), x.new_empty((B, C), dtype=beta_dtype)
+
+
+def _apply_setup(ctx, inputs, output):
+    x, gamma, beta, mean, rstd, use_batch_stats = inputs
+    ctx.save_for_backward(x, gamma, mean, rstd)
+    ctx.use_batch_stats, ctx.beta_dtype = use_batch_stats, beta.dtype
+
+
+def _apply_backward(ctx, dy):
+    x, gamma, mean, rstd = ctx.saved_tensors
+    need_dx, need_gamma, need_beta = ctx.needs_input_grad[:3]
+    dx, dgamma, dbeta = _bwd_op(dy, x, gamma, mean, rstd, ctx.use_batch_stats, need_dx, need_gamma or need_beta,
+                                ctx.beta_dtype)
+    return dx if need_dx else None, dgamma if need_gamma else None, dbeta if need_beta else None, None, None, None
+
+
+_apply_op.register_autograd(_apply_backward, setup_context=_apply_setup)
 
 
 # ------------------------------------------------------------------------------------------ public surface
@@ -537,4 +602,6 @@ def hyper_batch_norm(
     if not triton_path or x.numel() == 0:
         return _hyper_batch_norm_torch(x, gamma, beta, running_mean, running_var, training, momentum, eps)
     use_batch_stats = training or running_mean is None
-    return _HyperBatchNormFn.apply(x, gamma, beta, running_mean, running_var, use_batch_stats, momentum, eps)
+    x, _ = _as_bcs(x, channels_last=x.stride(1) < x.stride(3))  # copies only views whose H, W do not merge
+    mean, rstd = _stats_op(x.detach(), running_mean, running_var, use_batch_stats, float(momentum), float(eps))
+    return _apply_op(x, gamma, beta, mean, rstd, use_batch_stats)

@@ -38,7 +38,8 @@ fills 2 programs per multiprocessor, as `triton_support.multiprocessors` counts 
 `target_multiprocessors(n)`); all block-size choices are in the "block-size heuristics" section.
 
 File anatomy: hyper_conv2d_ref (pure torch), the torch path, the @jit kernels (_hyper_conv_*_kernel), the
-block-size heuristics, the host launchers (_launch_*), the autograd Function, and the public hyper_conv2d
+block-size heuristics, the host launchers (_launch_*), the custom ops `hba_fast::hyper_conv2d_{fwd,dx,dw,dscale}`
+with the forward's autograd formula (so torch.compile and CUDA graph capture work), and the public hyper_conv2d
 with impl="auto" | "triton" | "torch" (decided by `triton_support.use_triton`). impl="torch" is the honest
 baseline: one cuDNN/oneDNN conv against torch.cat([w0, wu]) (2*Cout outputs) and a per-sample combine,
 differentiated by autograd. References: Triton's matmul tutorial (group-M swizzle), implicit-GEMM convolution
@@ -47,9 +48,11 @@ differentiated by autograd. References: Triton's matmul tutorial (group-M swizzl
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from .triton_support import KERNEL_DTYPES, check_impl, interpreting, jit, multiprocessors, tl, triton, use_triton
 
@@ -393,7 +396,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-@functools.lru_cache(maxsize=256)
+@functools.cache  # unbounded: a captured CUDA graph keeps pointing at these tables (few: one per conv geometry)
 def _tap_table(kh, kw, sh, sw, ph, pw, dh, dw, device):
     """Per stride phase (ih % sh, iw % sw): the taps (r, s, oh - ih', ow - iw') that reach it."""
     table = torch.zeros(sh * sw, kh * kw, 4, dtype=torch.int32)  # (phases, taps, 4)
@@ -442,8 +445,8 @@ def _launch_dx(dy, w0p, wup, scale32, x_shape, x_format, stride, padding, dilati
     return dx
 
 
-def _launch_dw(x, dy, scale32, w_shape, stride, padding, dilation, m_per_split=None):
-    """Returns fp32 (dw0, dwu), each (Cout, Cin, KH, KW)."""
+def _launch_dw_pair(x, dy, scale32, w_shape, stride, padding, dilation, m_per_split=None):
+    """Returns fp32 (2, Cout, Cin, KH, KW): dw0 and dwu."""
     B, Cin, H, W = x.shape
     Cout, _, KH, KW = w_shape
     Ho, Wo = dy.shape[2:]
@@ -451,13 +454,20 @@ def _launch_dw(x, dy, scale32, w_shape, stride, padding, dilation, m_per_split=N
     if m_per_split is None:
         m_per_split = _dw_split(m, triton.cdiv(Cout, 64) * KH * KW * triton.cdiv(Cin, 64), x.device)
     split = triton.cdiv(m, m_per_split)
-    parts = torch.empty(split, 2, Cout, Cin, KH, KW, device=x.device, dtype=torch.float32)  # split-K partials
+    # split-K partials (SPLIT, 2, ...); one split writes the result directly (same layout, no copy, no view)
+    parts = torch.empty((split, 2, Cout, Cin, KH, KW) if split > 1 else (2, Cout, Cin, KH, KW), device=x.device,
+                        dtype=torch.float32)
     args = (x, dy, scale32, parts, B, Cin, H, W, Cout, Ho, Wo, *x.stride(), *dy.stride(), *stride, *padding,
             *dilation, m_per_split, KH, KW, _dot_precision(x.dtype))
     def grid(meta):
         return (triton.cdiv(Cout, meta["BLOCK_M"]) * KH * KW * triton.cdiv(Cin, meta["BLOCK_N"]), split)
     _launch("dw", grid, args, _interp_blocks(Cout, Cin, m_per_split))
-    dw = parts[0] if split == 1 else parts.sum(0)  # (2, Cout, Cin, KH, KW)
+    return parts if split == 1 else parts.sum(0)
+
+
+def _launch_dw(x, dy, scale32, w_shape, stride, padding, dilation, m_per_split=None):
+    """Returns fp32 (dw0, dwu), each (Cout, Cin, KH, KW)."""
+    dw = _launch_dw_pair(x, dy, scale32, w_shape, stride, padding, dilation, m_per_split)
     return dw[0], dw[1]
 
 
@@ -474,50 +484,101 @@ def _launch_dscale(dy, yu):
     return s1, s0
 
 
-# ----------------------------------------------------------------------------- autograd
+# ----------------------------------------------------------------------------- custom ops and autograd
+# Each launch is a torch.library custom op: torch.compile sees one opaque node per launch (it never traces the Triton
+# launch, its autotuner or the tap table; tracing them fails), AOTAutograd differentiates through the formula
+# registered below, and a CUDA graph capture records the launches (the autotuner runs at the first, eager call, before
+# any capture). The fake implementations give every output's shape, dtype and strides without running anything.
 
 
-class _HyperConv2dFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w0, wu, scale, bias0, biasu, stride, padding, dilation, grad_enabled):
-        w0p = w0.contiguous(memory_format=torch.channels_last)  # Cin contiguous: coalesced weight tiles
-        wup = wu.contiguous(memory_format=torch.channels_last)
-        scale32 = scale.to(torch.float32).contiguous()  # (B, Cout)
-        b0 = bu = None
-        if bias0 is not None or biasu is not None:
-            ref = bias0 if bias0 is not None else biasu
-            b0 = bias0.float() if bias0 is not None else torch.zeros_like(ref, dtype=torch.float32)
-            bu = biasu.float() if biasu is not None else torch.zeros_like(ref, dtype=torch.float32)
-        save_yu = grad_enabled and ctx.needs_input_grad[3]  # needs_input_grad ignores torch.no_grad()
-        ctx.x_format = _memory_format(x)  # y and dx come back in the caller's memory format
-        x = _kernel_layout(x)
-        y, yu = _launch_fwd(x, w0p, wup, scale32, b0, bu, stride, padding, dilation, save_yu, ctx.x_format)
-        ctx.conv = (stride, padding, dilation)
-        ctx.dtypes = (w0.dtype, scale.dtype, None if bias0 is None else bias0.dtype,
-                      None if biasu is None else biasu.dtype)
-        ctx.save_for_backward(x, w0p, wup, scale32, biasu, yu)
-        return y
+def _out_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy):
-        x, w0p, wup, scale32, biasu, yu = ctx.saved_tensors
-        w_dtype, scale_dtype, b0_dtype, bu_dtype = ctx.dtypes
-        need = ctx.needs_input_grad
-        dy = _kernel_layout(dy.to(x.dtype))
-        dx = dw0 = dwu = dscale = db0 = dbu = None
-        if need[0]:
-            dx = _launch_dx(dy, w0p, wup, scale32, x.shape, ctx.x_format, *ctx.conv)
-        if need[1] or need[2]:
-            dw0, dwu = _launch_dw(x, dy, scale32, w0p.shape, *ctx.conv)
-            dw0, dwu = dw0.to(w_dtype), dwu.to(w_dtype)
-        if need[3] or need[4] or need[5]:
-            s1, s0 = _launch_dscale(dy, yu if need[3] else None)
-            if need[3]:
-                dscale = (s1 if biasu is None else s1 + biasu.float() * s0).to(scale_dtype)
-            db0 = s0.sum(0).to(b0_dtype) if need[4] else None
-            dbu = (scale32 * s0).sum(0).to(bu_dtype) if need[5] else None
-        return dx, dw0, dwu, dscale, db0, dbu, None, None, None, None
+
+@torch.library.custom_op("hba_fast::hyper_conv2d_fwd", mutates_args=())
+def _fwd_op(x: Tensor, w0p: Tensor, wup: Tensor, scale32: Tensor, b0: Tensor | None, bu: Tensor | None,
+            stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], save_yu: bool,
+            channels_last: bool) -> tuple[Tensor, Tensor]:
+    """y (B, Cout, Ho, Wo) in the caller's memory format, and yu = conv(x, wu) (empty (0,) unless save_yu)."""
+    y, yu = _launch_fwd(x, w0p, wup, scale32, b0, bu, tuple(stride), tuple(padding), tuple(dilation), save_yu,
+                        _out_format(channels_last))
+    return y, yu if yu is not None else y.new_empty(0)
+
+
+@_fwd_op.register_fake
+def _fwd_fake(x, w0p, wup, scale32, b0, bu, stride, padding, dilation, save_yu, channels_last):
+    B, _, H, W = x.shape
+    Cout, _, KH, KW = w0p.shape
+    Ho = (H + 2 * padding[0] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    Wo = (W + 2 * padding[1] - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    y = torch.empty((B, Cout, Ho, Wo), device=x.device, dtype=x.dtype, memory_format=_out_format(channels_last))
+    return y, torch.empty_like(y) if save_yu else y.new_empty(0)
+
+
+@torch.library.custom_op("hba_fast::hyper_conv2d_dx", mutates_args=())
+def _dx_op(dy: Tensor, w0p: Tensor, wup: Tensor, scale32: Tensor, x: Tensor, stride: Sequence[int],
+           padding: Sequence[int], dilation: Sequence[int], channels_last: bool) -> Tensor:
+    """dx (B, Cin, H, W) like the forward's input x (read for its shape only)."""
+    return _launch_dx(dy, w0p, wup, scale32, x.shape, _out_format(channels_last), tuple(stride), tuple(padding),
+                      tuple(dilation))
+
+
+@_dx_op.register_fake
+def _dx_fake(dy, w0p, wup, scale32, x, stride, padding, dilation, channels_last):
+    return torch.empty(x.shape, device=dy.device, dtype=dy.dtype, memory_format=_out_format(channels_last))
+
+
+@torch.library.custom_op("hba_fast::hyper_conv2d_dw", mutates_args=())
+def _dw_op(x: Tensor, dy: Tensor, scale32: Tensor, w0p: Tensor, stride: Sequence[int], padding: Sequence[int],
+           dilation: Sequence[int]) -> Tensor:
+    """fp32 (2, Cout, Cin, KH, KW): dw0 and dwu (w0p is read for its shape only)."""
+    return _launch_dw_pair(x, dy, scale32, w0p.shape, tuple(stride), tuple(padding), tuple(dilation))
+
+
+@_dw_op.register_fake
+def _dw_fake(x, dy, scale32, w0p, stride, padding, dilation):
+    return x.new_empty((2, *w0p.shape), dtype=torch.float32)
+
+
+@torch.library.custom_op("hba_fast::hyper_conv2d_dscale", mutates_args=())
+def _dscale_op(dy: Tensor, yu: Tensor | None) -> tuple[Tensor, Tensor]:
+    """fp32 (B, Cout) each: sum_hw dy * yu (zeros without yu) and sum_hw dy."""
+    return _launch_dscale(dy, yu)
+
+
+@_dscale_op.register_fake
+def _dscale_fake(dy, yu):
+    return dy.new_empty(dy.shape[:2], dtype=torch.float32), dy.new_empty(dy.shape[:2], dtype=torch.float32)
+
+
+def _fwd_setup(ctx, inputs, output):
+    x, w0p, wup, scale32, b0, bu, stride, padding, dilation, save_yu, channels_last = inputs
+    ctx.save_for_backward(x, w0p, wup, scale32, bu, output[1])
+    ctx.conv, ctx.channels_last, ctx.has_yu = (stride, padding, dilation), channels_last, save_yu
+
+
+def _fwd_backward(ctx, dy, _dyu):
+    """The gradients of the module docstring; the casts of the inputs (w0 -> w0p, scale -> scale32, biases -> fp32)
+    are ordinary autograd ops in `hyper_conv2d`, so these come back in each input's own dtype."""
+    x, w0p, wup, scale32, bu, yu = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dy = _kernel_layout(dy.to(x.dtype))
+    dx = dw0 = dwu = dscale = db0 = dbu = None
+    if need[0]:
+        dx = _dx_op(dy, w0p, wup, scale32, x, *ctx.conv, ctx.channels_last)
+    if need[1] or need[2]:
+        dw = _dw_op(x, dy, scale32, w0p, *ctx.conv)
+        dw0, dwu = dw[0].to(w0p.dtype), dw[1].to(wup.dtype)
+    if need[3] or need[4] or need[5]:
+        assert ctx.has_yu or not need[3], "scale needs a gradient but the forward did not save conv(x, wu)"
+        s1, s0 = _dscale_op(dy, yu if need[3] else None)
+        dscale = (s1 if bu is None else s1 + bu * s0) if need[3] else None
+        db0 = s0.sum(0) if need[4] else None
+        dbu = (scale32 * s0).sum(0) if need[5] else None
+    return dx, dw0, dwu, dscale, db0, dbu, None, None, None, None, None
+
+
+_fwd_op.register_autograd(_fwd_backward, setup_context=_fwd_setup)
 
 
 # ----------------------------------------------------------------------------- public function
@@ -581,6 +642,17 @@ def hyper_conv2d(x: torch.Tensor, w0: torch.Tensor, wu: torch.Tensor, scale: tor
     Wo = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if Ho < 1 or Wo < 1 or x.numel() == 0:
         raise ValueError(f"hyper_conv2d: empty input or output: x {tuple(x.shape)}, output {Ho}x{Wo}")
-    grad_enabled = torch.is_grad_enabled()
+    w0p = w0.contiguous(memory_format=torch.channels_last)  # Cin contiguous: coalesced weight tiles
+    wup = wu.contiguous(memory_format=torch.channels_last)
+    scale32 = scale.to(torch.float32).contiguous()  # (B, Cout)
+    b0 = bu = None
+    if bias0 is not None or biasu is not None:
+        ref = bias0 if bias0 is not None else biasu
+        b0 = bias0.float() if bias0 is not None else torch.zeros_like(ref, dtype=torch.float32)
+        bu = biasu.float() if biasu is not None else torch.zeros_like(ref, dtype=torch.float32)
+    save_yu = torch.is_grad_enabled() and scale.requires_grad  # conv(x, wu) is kept only for dscale
+    channels_last = _memory_format(x) == torch.channels_last  # y and dx come back in the caller's format
     with torch.autocast(x.device.type, enabled=False):
-        return _HyperConv2dFn.apply(x, w0, wu, scale, bias0, biasu, stride, padding, dilation, grad_enabled)
+        y, _ = _fwd_op(_kernel_layout(x), w0p, wup, scale32, b0, bu, stride, padding, dilation, save_yu,
+                       channels_last)
+    return y

@@ -5,6 +5,9 @@ A pipeline yields `Batch(images, labels, lam)`: images float32 (B, 3, H, W), sta
 device; labels int64 (B,); lam float32 (B, 54), the exact lambda_i used to augment each sample (SPEC section 3),
 or None for clean batches and for runs without a search. The per-sample policy of each training batch comes
 from a `hba_fast.hyperparams.Sampler` (or none: the recipe only), which the pipeline calls and checkpoints.
+The trainer reads batches through a `RoundFeed` (round_feed.py): a pipeline may offer its own,
+`round_feed(t_train, t_val)` (the torch pipeline does: the whole batch computation inside a CUDA-graph round);
+any other is fed through a `StagedFeed` over its iterators.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ class Pipeline(Protocol):
     """What the trainer needs from a data pipeline (both backends; docs/ARCHITECTURE.md, "Pipelines")."""
 
     steps_per_epoch: int  # training batches per epoch and process
+    batch_size: int  # images per training batch and process
 
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
         """Augmented training batches of `epoch` (policy, then the recipe), from where the pipeline stands."""

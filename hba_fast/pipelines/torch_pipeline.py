@@ -13,11 +13,20 @@ images rank::world in order, last batch partial (ranks may get one batch fewer: 
 
 Randomness. Augmentation draws come from one generator on the device, seeded by (seed, rank); the policy
 sampler owns its own. `seed` defaults to a mix of data_cfg.split_seed and torch.initial_seed(), so a run
-seeded with torch.manual_seed(run seed) reproduces. Indices are tensors sliced in Python and every random draw
-is a device op. The policy is applied in the form `data.policy_form` names (`hba_fast.policy.static_form`; auto:
-static on CUDA, indexed on the CPU): the static form makes no host syncs, the indexed form a few per op and
-position (each op runs only on the images that drew it, which needs the drawn ops on the host). Both give
-identical images. Arrays kept on the CPU (not device_resident) are gathered there and copied over each batch.
+seeded with torch.manual_seed(run seed) reproduces. Permutations are drawn on the host (the same on every rank
+and whatever the storage), once per epoch or validation pass, and copied to the device from pinned memory without
+blocking; every other random draw is a device op.
+
+Two ways out, one set of batches. The iterators (`train_epoch`, `val_batch`) serve the Pipeline contract; the
+trainer's rounds use `round_feed(t_train, t_val, static)` (`TorchRoundFeed`, the RoundFeed of round_feed.py): indices
+copied into static device buffers between rounds, then gather, policy and recipe inside the round. The policy is
+applied in the form `data.policy_form` names (`hba_fast.policy.static_form`; auto: static on CUDA, indexed on the
+CPU), and always in the static form in a round that is captured or capture-ready (train.graphs): the static form
+makes no host syncs, the indexed form a few per op and position (each op runs only on the images that drew it,
+which needs the drawn ops on the host). Both forms give identical images and draw the same random numbers in the
+same order, so both ways out give the same batches. Arrays kept on the CPU (not device_resident) are gathered on
+the host: per batch for the iterators, per round into pinned memory with a side-stream copy for the feed
+(`round_feed.HostStager`).
 """
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ from ..datasets import DataError, ImageSet, Splits, with_images
 from ..policy import apply_policy, static_form
 from . import recipes
 from .base import Batch
+from .round_feed import HostStager
 
 
 def _mix(*parts: int) -> int:
@@ -67,6 +77,7 @@ class TorchPipeline:
         self._aug_gen = torch.Generator(device=self.device).manual_seed(_mix(self.seed, rank, 1))
         self._val_gen = torch.Generator().manual_seed(_mix(self.seed, rank, 2))
         self._val_perm: torch.Tensor | None = None  # the current validation pass, on the CPU
+        self._val_perm_store: torch.Tensor | None = None  # the same on the store (copied once per pass)
         self._val_pos = 0
         self.epoch, self.step = 0, 0  # position in training: the next batch is step `step` of epoch `epoch`
 
@@ -82,6 +93,12 @@ class TorchPipeline:
         assert split.images is not None
         return split.images.to(self._store), split.labels.to(self._store)
 
+    def _to_store(self, t: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the store; on CUDA from pinned memory without blocking (no host sync)."""
+        if self._store.type == "cuda":
+            return t.pin_memory().to(self._store, non_blocking=True)
+        return t.to(self._store)
+
     def _fetch(self, split: str, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """images uint8 (B, 3, H, W), labels (B,) on the device for indices idx (a tensor on the store, or a slice)."""
         images, labels = self._sets[split]
@@ -96,14 +113,17 @@ class TorchPipeline:
         used = self.steps_per_epoch * self.batch_size * self.world
         return perm[:used].view(self.steps_per_epoch, self.world, self.batch_size)[:, self.rank]
 
-    def augment(self, images: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """uint8 (B, 3, H, W) on the device -> (float32 standardised (B, 3, H, W), lam_i (B, 54) | None)."""
+    def augment(self, images: torch.Tensor, epoch: int,
+                static: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 (B, 3, H, W) on the device -> (float32 standardised (B, 3, H, W), lam_i (B, 54) | None);
+        `static`: the policy's static form (no host syncs), or the indexed one; None: as data.policy_form says."""
         g = self._aug_gen
         images = recipes.pre_policy(self.recipe, images, g)
         lam = None
         if self.sampler is not None:
             sample = self.sampler.sample(images.shape[0], epoch, self.device)
-            images = apply_policy(images, sample.probs, sample.mags, generator=g, static=self.static_policy)
+            static = self.static_policy if static is None else static
+            images = apply_policy(images, sample.probs, sample.mags, generator=g, static=static)
             lam = sample.lam
         return recipes.post_policy(self.recipe, images, self.mean, self.std, g, self.cutout), lam
 
@@ -112,7 +132,7 @@ class TorchPipeline:
         where the pipeline stands (`state_dict()`'s position after a mid-epoch resume), else at step 0."""
         if start_step is None:
             start_step = self.step if epoch == self.epoch else 0
-        table = self.epoch_indices(epoch).to(self._store)  # one transfer per epoch
+        table = self._to_store(self.epoch_indices(epoch))  # one transfer per epoch
         for step in range(start_step, self.steps_per_epoch):
             images, labels = self._fetch("train", table[step])
             x, lam = self.augment(images, epoch)
@@ -125,22 +145,33 @@ class TorchPipeline:
         """A clean batch: uint8 (B, 3, H, W) -> standardised float32 (images are stored at the training size)."""
         return recipes.standardise(images, self.mean, self.std)
 
-    def val_batch(self) -> Batch:
-        """The next clean validation batch of B images from an endless stream of shuffled passes."""
+    def val_indices(self, count: int) -> torch.Tensor:
+        """long (count,) on the store: the next `count` positions of the endless stream of shuffled validation
+        passes (a pass is drawn on the host and copied to the store once)."""
         n = len(self._sets["val"][1])
         if n == 0:
             raise DataError("the validation split is empty (data.num_val=0); the hyper steps need data.num_val > 0")
-        parts, need = [], self.batch_size
-        while need:
+        parts = []
+        while count:
             if self._val_perm is None or self._val_pos == n:
                 self._val_perm, self._val_pos = torch.randperm(n, generator=self._val_gen), 0
-            take = min(need, n - self._val_pos)
-            parts.append(self._val_perm[self._val_pos:self._val_pos + take])
+                self._val_perm_store = None
+            if self._val_perm_store is None:
+                self._val_perm_store = self._to_store(self._val_perm)
+            take = min(count, n - self._val_pos)
+            parts.append(self._val_perm_store[self._val_pos:self._val_pos + take])
             self._val_pos += take
-            need -= take
-        idx = parts[0] if len(parts) == 1 else torch.cat(parts)
-        images, labels = self._fetch("val", idx.to(self._store, non_blocking=True))
+            count -= take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def val_batch(self) -> Batch:
+        """The next clean validation batch of B images from an endless stream of shuffled passes."""
+        images, labels = self._fetch("val", self.val_indices(self.batch_size))
         return Batch(self.clean(images), labels, None)
+
+    def round_feed(self, t_train: int, t_val: int, capture_ready: bool = True) -> TorchRoundFeed:
+        """The trainer's RoundFeed over this pipeline (module docstring; round_feed.py)."""
+        return TorchRoundFeed(self, t_train, t_val, capture_ready)
 
     def eval_batches(self, split: str = "test") -> Iterator[Batch]:
         """One clean pass over this rank's share (rank::world) of 'val' or 'test'; the last batch may be short."""
@@ -166,6 +197,70 @@ class TorchPipeline:
         self._aug_gen.set_state(state["aug_generator"].cpu())
         self._val_gen.set_state(state["val_generator"].cpu())
         self._val_perm = None if state["val_perm"] is None else state["val_perm"].cpu()
+        self._val_perm_store = None
         self._val_pos = int(state["val_pos"])
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
+
+
+class TorchRoundFeed:
+    """TorchPipeline's batches for the trainer's rounds (round_feed.RoundFeed): the same batches as its iterators.
+
+    Static buffers: the round's training and validation indices, long (t_train, B) and (t_val, B) on the device
+    (device-resident arrays), or the rows themselves, staged from the host (`HostStager`). `prepare` advances the
+    pipeline's position (its `state_dict` stays the one source of truth for resume)."""
+
+    def __init__(self, pipe: TorchPipeline, t_train: int, t_val: int, capture_ready: bool = True):
+        self.pipe = pipe
+        self.static = True if capture_ready else None  # the policy's form: static, or data.policy_form's choice
+        b = pipe.batch_size
+        self.train_idx = torch.zeros((t_train, b), dtype=torch.long, device=pipe.device)  # static
+        self.val_idx = torch.zeros((t_val, b), dtype=torch.long, device=pipe.device)  # static
+        self.stager = None
+        if pipe._store != pipe.device:  # arrays on the host: rows go over per round, not indices
+            self.stager = HostStager({k: pipe._sets[k] for k in ("train", "val")}, {"train": t_train, "val": t_val},
+                                     b, pipe.device)
+        self._table: torch.Tensor | None = None  # (steps, B) this epoch's indices on the store
+        self._epoch, self._pos = 0, 0
+
+    def generators(self) -> list[torch.Generator]:
+        sampler_gen = getattr(self.pipe.sampler, "generator", None)  # a SearchSampler's eps_i
+        return [self.pipe._aug_gen] + ([sampler_gen] if sampler_gen is not None else [])
+
+    def start_epoch(self, epoch: int) -> None:
+        p = self.pipe
+        self._epoch, self._pos = epoch, (p.step if epoch == p.epoch else 0)
+        table = p.epoch_indices(epoch)
+        self._table = table if self.stager is not None else p._to_store(table)
+        if p.sampler is not None:
+            p.sampler.set_epoch(epoch, p.device)  # the schedule entry lands in its static buffer here, not in a round
+
+    def prepare(self, n_train: int, n_val: int) -> None:
+        p = self.pipe
+        assert self._table is not None and self._pos + n_train <= p.steps_per_epoch, "start_epoch first"
+        rows = self._table[self._pos:self._pos + n_train]  # (n_train, B)
+        self._pos += n_train
+        p.epoch, p.step = (self._epoch, self._pos) if self._pos < p.steps_per_epoch else (self._epoch + 1, 0)
+        val = p.val_indices(n_val * p.batch_size).view(n_val, p.batch_size) if n_val else None  # (n_val, B)
+        if self.stager is not None:
+            self.stager.stage({"train": rows, **({"val": val} if val is not None else {})})
+            return
+        self.train_idx[:n_train].copy_(rows, non_blocking=True)
+        if val is not None:
+            self.val_idx[:n_val].copy_(val, non_blocking=True)
+
+    def _rows(self, split: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.stager is not None:
+            return self.stager.images[split][k], self.stager.labels[split][k]
+        images, labels = self.pipe._sets[split]
+        idx = (self.train_idx if split == "train" else self.val_idx)[k]  # (B,) on the device
+        return images.index_select(0, idx), labels.index_select(0, idx)
+
+    def train_batch(self, k: int) -> Batch:
+        images, labels = self._rows("train", k)
+        x, lam = self.pipe.augment(images, self._epoch, static=self.static)
+        return Batch(x, labels, lam)
+
+    def val_batch(self, j: int) -> Batch:
+        images, labels = self._rows("val", j)
+        return Batch(self.pipe.clean(images), labels, None)
