@@ -103,7 +103,8 @@ def test_gpu_suite_smoke_runs_every_stage(tmp_path):
 
     files = sorted(p.name for p in out.rglob("*") if p.is_file())
     assert len(files) <= MAX_FILES, files
-    assert {"suite.log", "results.jsonl", "pytest.xml", "schedule.png", "search_metrics.jsonl", "round.jsonl"} <= set(files)
+    expected = {"suite.log", "results.jsonl", "pytest.xml", "schedule.png", "search_metrics.jsonl", "round.jsonl"}
+    assert expected <= set(files)
     assert "gpu_suite summary:" in (out / "suite.log").read_text()
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert all(r.get("smoke") for r in rows) and all(r.get("git_sha") for r in rows)
