@@ -101,8 +101,10 @@ class MixedParams:
 def _on_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A copy of a small CPU tensor on `device` made with fill kernels, one per non-zero entry: no host-to-device
     copy, which would synchronise (and is not allowed while a CUDA graph is captured)."""
+    if device.type == "cpu":
+        return values.clone()
     out = torch.zeros(values.shape, dtype=values.dtype, device=device)
-    for index in values.nonzero().tolist():
+    for index in values.nonzero().tolist():  # host reads of a host tensor: no device sync
         out[tuple(index)] = values[tuple(index)].item()
     return out
 
