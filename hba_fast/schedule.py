@@ -61,6 +61,23 @@ def read_schedule(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return probs, mags
 
 
+FLAT_FORMAT = "hba-fast-flat/1"  # `hba-fast export --to json-flat` (hba_fast/export.py)
+
+
+def read_any_schedule(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(probs (E, 30), mags (E, 30)) of a schedule.json or of its json-flat export (`hba-fast export`)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        doc = None
+    if isinstance(doc, dict) and doc.get("format") == FLAT_FORMAT:
+        from .export import read_json_flat
+
+        return read_json_flat(path)
+    return read_schedule(path)
+
+
 def plot_schedule(path: str | Path, entries: list[dict]) -> None:
     """Figure 4 of the paper: (a) sum of normalised magnitudes, (b) each op's probability, over epochs."""
     import matplotlib
