@@ -11,9 +11,10 @@ what differs is each op's implementation (`OP_MAP` below; `APPROXIMATE` says how
 same arithmetic as Pillow's up to rounding). A signed op is `OneOf([T(+m), T(-m)])`.
 
 Exact up to rounding (nearest-neighbour sampling, fill 128, Pillow's formula):
-    TranslateX/Y   A.Affine(translate_percent=m)
+    TranslateX/Y   A.Affine(translate_percent=m): the same pixels at whole-pixel shifts; at fractional shifts
+                   OpenCV and Pillow round the sample position differently (up to one pixel apart)
     Rotate         A.Affine(rotate=m) (about the centre (W-1)/2 rather than Pillow's W/2: half a pixel)
-    AutoContrast   A.AutoContrast(method="pil");  Equalize A.Equalize(mode="pil");  Invert A.InvertImg
+    Invert         A.InvertImg
     Solarize       A.Solarize(threshold = (256 - m) / 255)
     Posterize      A.Posterize(num_bits = 8 - round(m))
     Brightness     A.ColorJitter(brightness=m): img * m;   Color A.ColorJitter(saturation=m): blend with grey
@@ -21,6 +22,9 @@ Exact up to rounding (nearest-neighbour sampling, fill 128, Pillow's formula):
     Sharpness m>=1 A.Sharpen(alpha=(m - 1) / 13, lightness=1): img + (m - 1)/13 (8 img - neighbours), Pillow's
                    SMOOTH blend on the interior (Albumentations filters the border too)
 Approximate:
+    AutoContrast   A.AutoContrast(method="pil"): Pillow's linear stretch, its rounding differs by up to 2 levels
+    Equalize       A.Equalize(mode="pil", by_channels=True): per-channel histogram equalisation like Pillow's,
+                   but its look-up table differs by a few levels (mean |difference| ~3 on CIFAR-10 images)
     ShearX/Y       A.Affine(shear=degrees(atan(m))) shears about the image centre; Pillow's shear is about the
                    top-left corner, so it also shifts the content by m * H / 2 (PBA's ShearX)
     Sharpness m<1  (a blend towards SMOOTH, i.e. a blur) A.GaussianBlur 3x3 with the sigma whose centre weight
@@ -39,6 +43,8 @@ from .pba_draw import pba_law
 from .policy import NUM_OPS, NUM_SLOTS
 
 APPROXIMATE = {
+    "AutoContrast": "A.AutoContrast(method='pil') rounds its look-up table differently (up to 2 levels off)",
+    "Equalize": "A.Equalize(mode='pil') builds a slightly different look-up table (a few levels off Pillow's)",
     "ShearX": "A.Affine(shear) shears about the image centre; Pillow's about the top-left corner (also shifts)",
     "ShearY": "A.Affine(shear) shears about the image centre; Pillow's about the top-left corner (also shifts)",
     "Sharpness": "below 1 (blur): A.GaussianBlur 3x3 with the same centre weight instead of Pillow's SMOOTH blend",

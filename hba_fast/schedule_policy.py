@@ -280,7 +280,7 @@ class SchedulePolicy:
     # ------------------------------------------------------------------------------------------ DALI
     def dali(self, images):
         """Inside a DALI `pipeline_def(enable_conditionals=True)`: HWC uint8 images (CPU or GPU) -> augmented."""
-        from .pipelines.dali_schedule import apply_schedule_policy
+        from .pipelines.dali_schedule import apply_schedule_policy  # DALI is optional: imported on first use
 
         return apply_schedule_policy(images, self)
 
