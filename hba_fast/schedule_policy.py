@@ -291,8 +291,9 @@ class SchedulePolicy:
         return state
 
     def __repr__(self) -> str:
+        over = f" over {self.epochs} epochs" if self.epochs else ""
         what = (f"{len(self.subpolicies)} sub-policies" if self.subpolicies is not None
-                else f"{self.schedule_epochs} schedule entries" + (f" over {self.epochs} epochs" if self.epochs else ""))
+                else f"{self.schedule_epochs} schedule entries{over}")
         return f"SchedulePolicy({self.name!r}, {what}, epoch {self.epoch})"
 
 

@@ -35,7 +35,8 @@ def search(cfg: Config) -> Path:
             run.device).manual_seed(cfg.train.seed * 1000 + run.dist.rank))
         pipeline = build_pipeline(cfg.data, splits, hyper.sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
-        model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim)
+        model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim,
+                            checkpoint=cfg.model.checkpoint)
         set_hyper_impl(model, cfg.model.kernels)
         model, channels_last = place_model(model, run, cfg.model.channels_last)
         run.log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} val), "

@@ -42,7 +42,8 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
             sampler = ScheduleSampler((probs, mags), cfg.train.epochs)
         pipeline = build_pipeline(cfg.data, splits, sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
-        model, channels_last = place_model(build_model(cfg.model.name, splits.num_classes, "none"), run,
+        model, channels_last = place_model(build_model(cfg.model.name, splits.num_classes, "none",
+                                                       checkpoint=cfg.model.checkpoint), run,
                                            cfg.model.channels_last)
         what = f"schedule {schedule}" if schedule else f"{augment} augmentation"
         run.log.info(f"train: {cfg.model.name} on {cfg.data.dataset} with {what}, {type(pipeline).__name__} "
