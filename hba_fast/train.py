@@ -20,6 +20,7 @@ from .models import build_model
 from .pipelines import build_pipeline
 from .schedule import read_schedule
 from .session import place_model, start_run
+from .tensorboard import attach_tensorboard
 from .trainer import Trainer
 
 
@@ -49,6 +50,7 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
         run.log.info(f"train: {cfg.model.name} on {cfg.data.dataset} with {what}, {type(pipeline).__name__} "
                      f"on {run.device}")
 
+        tensorboard = attach_tensorboard(run, cfg)
         trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(run.log.dir / "checkpoint.pt")
@@ -63,4 +65,6 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
             (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
             run.log.metrics({"kind": "final", **result})
             run.log.info(f"test error {result.get('test_error', float('nan')):.4f} ({what}); results in {out}")
+        if tensorboard is not None:
+            tensorboard.close()
         return result
