@@ -347,3 +347,24 @@ def test_numpy_draw_respects_k():
     rng = np.random.default_rng(0)
     lengths = np.bincount([len(draw_pba(probs, np.zeros(NUM_SLOTS), rng)) for _ in range(5000)], minlength=3)
     assert np.allclose(lengths / 5000, [0.2, 0.3, 0.5], atol=0.03)
+
+
+def test_in_a_torchvision_compose_and_dataloader():
+    """The README's DataLoader example, with torchvision's own Compose and dataset class (FakeData: PIL images)."""
+    tv = pytest.importorskip("torchvision")
+    T = tv.transforms
+    probs = np.zeros((2, NUM_SLOTS), np.float32)
+    probs[1, OP_INDEX["Invert"]] = 1.0
+    policy = SchedulePolicy.from_arrays(probs, np.zeros_like(probs), epochs=4, seed=0)  # stretched: 2 -> 4 epochs
+    plain = tv.datasets.FakeData(size=16, image_size=(3, 32, 32), transform=T.PILToTensor())
+    augmented = tv.datasets.FakeData(size=16, image_size=(3, 32, 32), transform=T.Compose(
+        [policy, T.RandomHorizontalFlip(p=0.0), T.PILToTensor()]))
+    loader = torch.utils.data.DataLoader(augmented, batch_size=8, num_workers=2, persistent_workers=True)
+    reference = torch.stack([plain[i][0] for i in range(16)])
+    changed = []
+    for epoch in range(4):
+        policy.set_epoch(epoch)
+        images = torch.cat([x for x, _ in loader])
+        changed.append((images == 255 - reference).flatten(1).all(1).float().mean().item())
+    # entry floor(e * 2 / 4 + 1/2): epoch 0 takes entry 0 (nothing), epochs 1-3 entry 1 (Invert unless K = 0)
+    assert changed[0] == 0.0 and min(changed[1:]) > 0.4
