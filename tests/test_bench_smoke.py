@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["bench_kernels.py", "bench_pipeline.py"])
+@pytest.mark.parametrize("script", ["bench_kernels.py", "bench_pipeline.py", "bench_schedule_policy.py"])
 def test_bench_smoke(script, tmp_path):
-    if script == "bench_pipeline.py":
+    if script in ("bench_pipeline.py", "bench_schedule_policy.py"):
         pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
     results = sorted((ROOT / "bench" / "results").glob("*"))
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
