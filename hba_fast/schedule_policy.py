@@ -73,7 +73,7 @@ class SchedulePolicy:
     def __init__(self, probs=None, mags=None, epochs: int | None = None, seed: int | None = None,
                  subpolicies: Sequence[Sequence[tuple[int, float, float]]] | None = None, name: str = "schedule"):
         if (probs is None) == (subpolicies is None):
-            raise ValueError("give a schedule (probs, mags) or sub-policies, not both")
+            raise ValueError("give exactly one of a schedule (probs, mags) and sub-policies")
         self.name, self.seed = name, seed
         self.subpolicies = None
         if subpolicies is not None:
