@@ -17,18 +17,22 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hba_fast.ops import OPS
-from hba_fast.policy import NUM_OPS, NUM_SLOTS
-from hba_fast.schedule_policy import SchedulePolicy
-from hba_fast.shapes10 import make_shapes10
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's hba_fast, installed or not
 
-RESULTS = Path(__file__).resolve().parent / "results" / "schedule_policy.jsonl"
+from hba_fast.ops import OPS  # noqa: E402
+from hba_fast.policy import NUM_OPS, NUM_SLOTS  # noqa: E402
+from hba_fast.schedule_policy import SchedulePolicy  # noqa: E402
+from hba_fast.shapes10 import make_shapes10  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "schedule_policy.jsonl"
 
 
 def _policy() -> SchedulePolicy:
