@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def main() -> None:
         print("smoke run: nothing written")
         return
     info = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor(),
-            "git_sha": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+            "git_sha": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+            .stdout.strip() or os.environ.get("HBA_GIT_SHA"),  # a copy without .git names its commit so
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "batch": batch}
     RESULTS.parent.mkdir(exist_ok=True)
     with open(RESULTS, "a") as f:
