@@ -249,8 +249,9 @@ def test_search_on_torchvision_and_timm_models(tmp_path):
     from hba_fast.config import load_config
     from hba_fast.search import search
 
-    tiny = ["data.num_train=64", "data.num_val=32", "data.num_test=32", "data.batch_size=16", "train.epochs=1",
-            "train.steps_per_epoch=2", "train.log_every=1", "optim.hyper_lr=0.1", "run.progress=false"]
+    tiny = ["data.num_train=32", "data.num_val=16", "data.num_test=8", "data.batch_size=8", "train.epochs=1",
+            "train.steps_per_epoch=2", "train.log_every=1", "train.eval_every=0", "optim.hyper_lr=0.1",
+            "run.progress=false"]
     out = search(load_config(None, tiny + ["model.name=torchvision:resnet18", f"run.out_dir={tmp_path / 'tv'}"]))
     saved = torch.load(out / "model.pt", weights_only=False)
     import torchvision
