@@ -12,7 +12,11 @@ setup(
     extras_require={
         "triton": ["triton>=3.0"],
         "dali": ["nvidia-dali-cuda130"],
-        "test": ["pytest", "triton>=3.0", "nvidia-dali-cuda130"],
+        "models": ["torchvision", "timm"],  # model.name=torchvision:NAME | timm:NAME, hba_fast.hyperize on them
+        "albumentations": ["albumentations"],  # hba-fast export --to albumentations
+        "tensorboard": ["tensorboard"],  # run.tensorboard: true
+        "test": ["pytest", "triton>=3.0", "nvidia-dali-cuda130", "torchvision", "timm", "albumentations",
+                 "tensorboard"],
     },
     entry_points={"console_scripts": ["hba-fast=hba_fast.cli:main"]},
 )

@@ -47,9 +47,9 @@ def _backends():
 
 
 def _models():
-    from .models import MODELS
+    from .models.registry import MODEL_NAMES
 
-    return tuple(MODELS)
+    return MODEL_NAMES
 
 
 def _strategies():
@@ -114,6 +114,7 @@ class ModelConfig:
     channels_last: bool = True  # memory format on CUDA
     kernels: str = field(default="auto", metadata=_range(choices=_kernel_impls))  # hyper-layer impl:
     # auto = fused Triton kernels on CUDA tensors, torch elsewhere; torch = cuDNN/ATen everywhere
+    checkpoint: str | None = None  # local weights file for a torchvision:/timm: model (None: fresh init)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class RunConfig:
     out_dir: str = "runs/demo"  # the run folder: config, metrics, checkpoints, schedule, plot, model
     resume: bool = True  # continue from out_dir/checkpoint.pt when it exists
     progress: bool = True  # progress bar with images per second
+    tensorboard: bool = False  # also write TensorBoard events into out_dir/tensorboard (needs `tensorboard`)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ class _NoBar:
 
 
 class RunLog:
+    tensorboard = None  # a TensorBoardWriter (hba_fast/tensorboard.py) when run.tensorboard is on
+
     def __init__(self, out_dir: str | Path, is_main: bool = True, progress: bool = True):
         self.dir = Path(out_dir)
         self.is_main, self._progress = is_main, progress
@@ -63,6 +65,8 @@ class RunLog:
         if self.is_main:
             with open(self.dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"time": round(time.time(), 3), **row}) + "\n")
+            if self.tensorboard is not None:
+                self.tensorboard.write(row)
 
     def progress(self, total: int, desc: str):
         if not (self.is_main and self._progress):

@@ -61,30 +61,25 @@ def read_schedule(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return probs, mags
 
 
+FLAT_FORMAT = "hba-fast-flat/1"  # `hba-fast export --to json-flat` (hba_fast/export.py)
+
+
+def read_any_schedule(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(probs (E, 30), mags (E, 30)) of a schedule.json or of its json-flat export (`hba-fast export`)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        doc = None
+    if isinstance(doc, dict) and doc.get("format") == FLAT_FORMAT:
+        from .export import read_json_flat
+
+        return read_json_flat(path)
+    return read_schedule(path)
+
+
 def plot_schedule(path: str | Path, entries: list[dict]) -> None:
-    """Figure 4 of the paper: (a) sum of normalised magnitudes, (b) each op's probability, over epochs."""
-    import matplotlib
+    """Figure 4 of the paper (and per-op magnitudes), drawn by `schedule_plot.py`."""
+    from .schedule_plot import plot_entries
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = np.array([e["epoch"] + 1 for e in entries])
-    probs = np.array([e["probs"] for e in entries])  # (E, 30)
-    mags = np.array([e["mags"] for e in entries])  # (E, 30)
-    slot_ops = np.array(SearchSpace().slot_ops)  # (30,) op index of each slot
-    norm = np.zeros_like(mags)
-    for j, k in enumerate(slot_ops):
-        op = OPS[k]
-        if op.has_magnitude:
-            norm[:, j] = (mags[:, j] - op.lo) / (op.hi - op.lo)
-    fig, (ax_m, ax_p) = plt.subplots(1, 2, figsize=(13, 4.5))
-    ax_m.plot(epochs, norm.sum(1), color="tab:red", marker="o" if len(epochs) < 30 else None)
-    ax_m.set(title="(a) sum of magnitudes (each normalised to its range)", xlabel="epoch", ylabel="sum")
-    cmap = plt.get_cmap("tab20")
-    for k, op in enumerate(OPS):
-        ax_p.plot(epochs, probs[:, slot_ops == k].sum(1), label=op.name, color=cmap(k))
-    ax_p.set(title="(b) probability of each op (both copies)", xlabel="epoch", ylabel="probability")
-    ax_p.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_entries(path, entries)

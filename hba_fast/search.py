@@ -4,6 +4,7 @@
            -> pipeline (augments sample i with lambda_i, hands lambda_i on) -> model with hyper-layers
            -> trainer (weight steps on phi, hyper steps on lambda)
            -> schedule.json + schedule.png + model.pt (theta(lambda*) as a plain model) in the run folder
+              (+ TensorBoard events with run.tensorboard: losses, lr, img/s, lambda per slot, the schedule figure)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .pipelines import build_pipeline
 from .policy import SearchSpace
 from .schedule import plot_schedule, write_schedule
 from .session import place_model, start_run
+from .tensorboard import attach_tensorboard
 from .trainer import Trainer
 
 
@@ -37,13 +39,15 @@ def search(cfg: Config) -> Path:
             run.device).manual_seed(cfg.train.seed * 1000 + run.dist.rank))
         pipeline = build_pipeline(cfg.data, splits, hyper.sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
-        model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim)
+        model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim,
+                            checkpoint=cfg.model.checkpoint)
         set_hyper_impl(model, cfg.model.kernels)
         model, channels_last = place_model(model, run, cfg.model.channels_last)
         run.log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} val), "
                      f"{cfg.model.name} [{cfg.model.strategy}], kernels {cfg.model.kernels}, "
                      f"{type(pipeline).__name__} on {run.device}")
 
+        tensorboard = attach_tensorboard(run, cfg, schedule=lambda: hyper.schedule)
         trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, hyper, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(run.log.dir / "checkpoint.pt")
@@ -60,4 +64,6 @@ def search(cfg: Config) -> Path:
             run.log.metrics({"kind": "final", **{f"test_{k}": v for k, v in test.items()}, "wall_s": round(wall, 1)})
             run.log.info(f"done: test error of theta(lambda*) {test.get('error', float('nan')):.4f}; "
                          f"schedule, plot and model in {out}; wall time {wall:.1f} s")
+        if tensorboard is not None:
+            tensorboard.close()
         return run.log.dir

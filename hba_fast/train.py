@@ -20,6 +20,7 @@ from .models import build_model
 from .pipelines import build_pipeline
 from .schedule import read_schedule
 from .session import place_model, start_run
+from .tensorboard import attach_tensorboard
 from .trainer import Trainer
 
 
@@ -42,12 +43,14 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
             sampler = ScheduleSampler((probs, mags), cfg.train.epochs)
         pipeline = build_pipeline(cfg.data, splits, sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
-        model, channels_last = place_model(build_model(cfg.model.name, splits.num_classes, "none"), run,
+        model, channels_last = place_model(build_model(cfg.model.name, splits.num_classes, "none",
+                                                       checkpoint=cfg.model.checkpoint), run,
                                            cfg.model.channels_last)
         what = f"schedule {schedule}" if schedule else f"{augment} augmentation"
         run.log.info(f"train: {cfg.model.name} on {cfg.data.dataset} with {what}, {type(pipeline).__name__} "
                      f"on {run.device}")
 
+        tensorboard = attach_tensorboard(run, cfg)
         trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(run.log.dir / "checkpoint.pt")
@@ -62,4 +65,6 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
             (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
             run.log.metrics({"kind": "final", **result})
             run.log.info(f"test error {result.get('test_error', float('nan')):.4f} ({what}); results in {out}")
+        if tensorboard is not None:
+            tensorboard.close()
         return result

@@ -16,8 +16,10 @@ WITHOUT_DALI = ("import runpy, sys; sys.modules['nvidia.dali'] = None; sys.argv 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["bench_kernels.py", "bench_pipeline.py"])
+@pytest.mark.parametrize("script", ["bench_kernels.py", "bench_pipeline.py", "bench_schedule_policy.py"])
 def test_bench_smoke(script, tmp_path):
+    if script == "bench_schedule_policy.py":
+        pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
     results = sorted((ROOT / "bench" / "results").glob("*"))
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=tmp_path, env=env,

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from hba_fast.hyper import HyperModule
+from hba_fast.models.external import ModelNames, build_external, is_external
 from hba_fast.models.resnet import resnet_50
 from hba_fast.models.strategy import STRATEGIES
 from hba_fast.models.wrn import wrn_16_2, wrn_28_10, wrn_40_2
@@ -30,6 +31,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet-50": resnet_50,  # ImageNet, 224x224
     "wrn-16-2": wrn_16_2,  # small: the CPU demo and tests
 }
+# What model.name accepts: the registry, and any torchvision:NAME / timm:NAME (models/external.py).
+MODEL_NAMES = ModelNames((*MODELS, "torchvision:<name>", "timm:<name>"))
 
 
 def _unknown(kind: str, value: object, valid: tuple[str, ...]) -> ValueError:
@@ -38,8 +41,17 @@ def _unknown(kind: str, value: object, valid: tuple[str, ...]) -> ValueError:
     return ValueError(f"unknown {kind} {value!r}: valid {kind}s are {', '.join(valid)}{hint}")
 
 
-def build_model(name: str, num_classes: int, strategy: str = "first_bn", lam_dim: int = LAM_DIM) -> nn.Module:
-    """A model by registry name, with hyper-layers where `strategy` puts them (see models/strategy.py)."""
+def build_model(name: str, num_classes: int, strategy: str = "first_bn", lam_dim: int = LAM_DIM,
+                checkpoint: str | None = None) -> nn.Module:
+    """A model by registry name, with hyper-layers where `strategy` puts them (see models/strategy.py);
+    `torchvision:NAME` / `timm:NAME` build that library's model (`external.py`, local `checkpoint` weights if
+    given) and hyperize it (`hba_fast.hyperize`)."""
+    if is_external(name):
+        if strategy not in STRATEGIES:
+            raise _unknown("strategy", strategy, STRATEGIES)
+        from hba_fast.hyperized import hyperize
+
+        return hyperize(build_external(name, num_classes, checkpoint), strategy, lam_dim)
     if name not in MODELS:
         raise _unknown("model name", name, tuple(MODELS))
     if strategy not in STRATEGIES:
@@ -58,7 +70,10 @@ def hyper_layer_names(model: nn.Module) -> list[str]:
 
 @torch.no_grad()
 def materialize(model: nn.Module, lam: Tensor) -> nn.Module:
-    """A plain copy of `model` with every hyper-layer replaced by its theta(lam); `model` is left untouched."""
+    """A plain copy of `model` with every hyper-layer replaced by its theta(lam); `model` is left untouched.
+    A hyperized model (`hba_fast.hyperize`) gives back the user's own model class."""
+    if hasattr(model, "materialize") and not isinstance(model, HyperModule):
+        return model.materialize(lam)
     lam_dim = getattr(model, "lam_dim", None)
     names = hyper_layer_names(model)
     if names:
