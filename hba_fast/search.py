@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import save_torch
 from .config import Config, ConfigError
 from .datasets import load_splits
 from .hyper import set_hyper_impl
@@ -38,7 +39,8 @@ def search(cfg: Config) -> Path:
         model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim)
         set_hyper_impl(model, cfg.model.kernels)
         model, channels_last = place_model(model, run, cfg.model.channels_last)
-        run.log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} val), "
+        n = pipeline.sizes  # images in use, undecodable ones dropped
+        run.log.info(f"search: {cfg.data.dataset} ({n['train']} train / {n['val']} val / {n['test']} test images), "
                      f"{cfg.model.name} [{cfg.model.strategy}], kernels {cfg.model.kernels}, "
                      f"{type(pipeline).__name__} on {run.device}")
 
@@ -52,8 +54,8 @@ def search(cfg: Config) -> Path:
             out, lam = run.log.dir, hyper.lam.detach()
             write_schedule(out / "schedule.json", hyper.schedule, cfg.to_dict(), run.env)
             plot_schedule(out / "schedule.png", hyper.schedule)
-            torch.save({"model": cfg.model.name, "num_classes": splits.num_classes, "lam": lam.cpu(),
-                        "state_dict": materialize(model, lam).state_dict()}, out / "model.pt")
+            save_torch(out / "model.pt", {"model": cfg.model.name, "num_classes": splits.num_classes, "lam": lam.cpu(),
+                                          "state_dict": materialize(model, lam).state_dict()})
             run.log.metrics({"kind": "final", **{f"test_{k}": v for k, v in test.items()}})
             run.log.info(f"done: test error of theta(lambda*) {test.get('error', float('nan')):.4f}; "
                          f"schedule, plot and model in {out}")

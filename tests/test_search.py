@@ -62,7 +62,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, capsys, monkeypatch
     sets = TINY + [f"run.out_dir={tmp_path}", "train.epochs=2"]
     code = main(["search"] + [x for item in sets for x in ("--set", item)])
     err = capsys.readouterr().err
-    assert code == 2 and "NaN/Inf at step 6" in err, err  # 6 steps per epoch: the first step of epoch 2
+    assert code == 2 and "NaN/Inf by step 7 (step 1 of epoch 2/2)" in err, err  # 6 steps per epoch
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
     assert not (tmp_path / "schedule.json").exists()
 
