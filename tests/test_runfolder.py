@@ -17,7 +17,6 @@ import torch
 from hba_fast import __version__
 from hba_fast.cli import main
 from hba_fast.config import OptimConfig
-from hba_fast.nonfinite import nonfinite_message
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -114,6 +113,8 @@ def test_outputs_are_ordinary_files(finished):
 # ------------------------------------------------------------------------------------------ NaN / Inf
 
 def test_nonfinite_message_says_what_is_kept_and_what_to_change():
+    from hba_fast.nonfinite import nonfinite_message
+
     kw = dict(searched=True, checkpoint=Path("r/checkpoint.pt"), checkpoint_every=1)
     none = nonfinite_message("the loss became NaN/Inf by step 2", OptimConfig(), amp=False, saved_epoch=None, **kw)
     assert "No checkpoint was written yet" in none and "is kept" not in none

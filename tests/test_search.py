@@ -144,7 +144,7 @@ def test_resume_refuses_other_settings_but_may_extend(tmp_path, capsys):
 
 def test_malformed_schedule_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "schedule.json"
-    path.write_text(json.dumps({"format": "hba-fast-schedule/1", "epochs": [{"slots": [{"p": 0.5}]}]}))
+    path.write_text(json.dumps({"format": "hba-fast-schedule/1", "epochs": [{"slots": [{"p": 0.5}] * 30}]}))
     config = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
     assert main(["train", config, "--schedule", str(path), "--set", f"run.out_dir={tmp_path / 'run'}"]) == 2
     assert "malformed epoch entries" in capsys.readouterr().err
