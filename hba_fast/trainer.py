@@ -176,7 +176,8 @@ class Trainer:
     def fit(self) -> None:
         """Run the remaining epochs: rounds of t_train weight steps and t_val hyper steps; log; checkpoint."""
         if self.epoch < self.cfg.epochs:
-            self.log.info(f"training epochs {self.epoch + 1}-{self.cfg.epochs} of {self.cfg.epochs}, "
+            which = f"{self.epoch + 1}-{self.cfg.epochs}" if self.epoch + 1 < self.cfg.epochs else self.cfg.epochs
+            self.log.info(f"training epoch(s) {which} of {self.cfg.epochs}, "
                           f"{self.steps_per_epoch} steps each ({self.world} process(es)) on {self.device}")
         else:
             self.log.info(f"all {self.cfg.epochs} epochs are done; nothing left to train")

@@ -158,8 +158,8 @@ class DaliPipeline:
                                         self.threads)
         if bad:
             self.num_corrupt += len(bad)
-            log.warning("skipped %d of %d corrupted JPEG(s) (data.on_corrupt=skip), e.g. %s; set data.on_corrupt=error "
-                        "to stop at them instead", len(bad), len(image_set.files), bad[0])
+            log.warning("skipped %d of %d JPEG files as corrupted (data.on_corrupt=skip), e.g. %s; set "
+                        "data.on_corrupt=error to stop at them instead", len(bad), len(image_set.files), bad[0])
         return files, labels
 
     def _policy_inputs(self, batch: int, seed: tuple, epoch: int):
