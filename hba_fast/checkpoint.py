@@ -1,39 +1,33 @@
-"""Atomic checkpoints: write to a temporary file in the same folder, fsync, rename over the old one.
+"""Checkpoints: written atomically (`atomic.save_torch`: temp file, fsync, rename), read back with a clear error.
 
 A run killed at any moment leaves either the previous checkpoint or the new one, never a torn file, so
-`hba-fast search` started again on the same run folder continues from the last finished checkpoint.
+`hba-fast search` started again on the same run folder continues from the last finished checkpoint. A full disk
+stops the run with one line (`OutputError`) and leaves the previous checkpoint as it was.
+
+A checkpoint is a dict with at least "format" (the layout of `Trainer.state_dict()`) and "epoch"; anything else
+at that path (a damaged file, a model.pt, another program's file) is a `CheckpointError` whose fix is to move it
+aside, which lets the same command start the run afresh in that folder.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from . import atomic
 from .errors import CheckpointError  # noqa: F401 (re-exported where it used to live)
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """torch.save `state` to `path` atomically (write, fsync, rename, fsync the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic.save_torch(path, state)
+
+
+def unusable(path: Path, why: str) -> CheckpointError:
+    """The error for a checkpoint this run cannot continue from: what is wrong and how to start afresh."""
+    return CheckpointError(f"cannot resume from {path}: {why}. Move it aside (mv {path} {path}.bad) and run the same "
+                           f"command to start this run afresh in {path.parent}, or start a new run with "
+                           f"--set run.out_dir=...")
 
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict | None:
@@ -42,7 +36,11 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # a foreign or damaged file: say which and what to do
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}. Delete it to start the run afresh, or set "
-                              f"run.resume=false") from None
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - a foreign or damaged file: say which and what to do
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise unusable(path, f"the file is damaged or not a checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(state, dict) or "format" not in state or "epoch" not in state:
+        what = f"a dict with keys {sorted(map(str, state))[:6]}" if isinstance(state, dict) else type(state).__name__
+        raise unusable(path, f"it is not an hba-fast checkpoint (it holds {what})")
+    return state

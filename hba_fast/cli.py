@@ -1,26 +1,61 @@
 """Command line: `hba-fast search [CONFIG]`, `train CONFIG --schedule F | --augment A`, `export`, `plot` (--help).
 
 With no CONFIG, `search` runs the demo (configs/demo.yaml) on the generated shapes10 dataset. Errors a user
-can fix (config, data, schedule, device, checkpoint, NaN loss) are printed as one clear message, exit code 2.
+can fix (config, data, schedule, device, checkpoint, NaN loss, a full disk) are printed as one clear line, exit
+code 2. `hba-fast train` writes into a folder of its own inside run.out_dir (train-schedule, train-baseline,
+train-cutout), so the obvious next step after a search, `hba-fast train CONFIG --schedule RUN/schedule.json`
+with the search's own config, never collides with the search's run folder.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import sys
+from pathlib import Path
 
+from . import __version__
 from .config import load_config
 from .errors import UserError
 
+EPILOG = """\
+outputs: every run writes into its run folder, run.out_dir (runs/demo for the demo; set it with
+  --set run.out_dir=DIR): schedule.json, schedule.png, model.pt, checkpoint.pt, config.yaml,
+  environment.json, metrics.jsonl, log.txt. `hba-fast train` writes into RUN.OUT_DIR/train-schedule
+  (or train-baseline, train-cutout): model.pt, result.json (the test error), checkpoint.pt and the logs.
+
+resume: a run stopped at any moment (Ctrl-C, a kill, a crash) continues from its last checkpoint (written at
+  the end of every epoch) when the same command is run again, and ends where an uninterrupted run would.
+  To extend a finished run, run it again with a larger --set train.epochs=N (its earlier outputs move to
+  after-E-epochs/). Any other changed setting is refused: start a new run with --set run.out_dir=DIR.
+  run.resume=false refuses to touch a folder that holds a run.
+"""
+
+
+def _train_folder(cfg, schedule: str | None, augment: str | None):
+    """`hba-fast train` runs in RUN.OUT_DIR/train-<schedule|baseline|cutout>, not in the search's folder."""
+    out = Path(cfg.run.out_dir) / f"train-{'schedule' if schedule else augment}"
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(out)))
+
+
+def _one_line(message: str) -> str:
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hba-fast", description="Hypernetwork-Based Augmentation search")
+    parser = argparse.ArgumentParser(prog="hba-fast", description="Hypernetwork-Based Augmentation search: learn an "
+                                     "augmentation schedule in about the time of one training run",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"hba-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_search = sub.add_parser("search", help="learn an augmentation schedule (paper Algorithm 1)")
+    p_search = sub.add_parser("search", help="learn an augmentation schedule (paper Algorithm 1)", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p_search.add_argument("config", nargs="?", help="YAML config (default: the demo on the built-in shapes10)")
-    p_train = sub.add_parser("train", help="train a plain model with a schedule or a baseline; report test error")
+    p_train = sub.add_parser("train", help="train a plain model with a schedule or a baseline; report test error",
+                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p_train.add_argument("config", help="YAML config (data, model, optim, train sections)")
     how = p_train.add_mutually_exclusive_group(required=True)
-    how.add_argument("--schedule", help="schedule.json written by `hba-fast search`")
+    how.add_argument("--schedule", help="schedule.json written by `hba-fast search` (or its run folder)")
     how.add_argument("--augment", choices=("baseline", "cutout"), help="a baseline augmentation instead")
     for p in (p_search, p_train):
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -39,9 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .train import train
 
-            train(cfg, schedule=args.schedule, augment=args.augment)
+            train(_train_folder(cfg, args.schedule, args.augment), schedule=args.schedule, augment=args.augment)
     except UserError as e:
-        print(f"hba-fast: error: {e}", file=sys.stderr)
+        print(f"hba-fast: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full or read-only disk met outside the run's own writes (atomic.py names those)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"hba-fast: error: {e.strerror}{where}; free space on that disk (or make it writable), or set "
+              f"run.out_dir to a folder on another disk; the last checkpoint is kept", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hba-fast: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)

@@ -4,7 +4,9 @@ A config file has the sections `data`, `policy`, `model`, `optim`, `train` and `
 type, a unit and (where it matters) a range, checked on load. Unknown keys are errors that name the nearest
 valid key; cross-field rules live in `__post_init__` with the fix in the message. Overrides use one generic
 syntax, `--set section.field=value` (the value is parsed as YAML: `--set train.epochs=3`,
-`--set data.path=null`). The resolved config is written into the run folder (`to_dict`).
+`--set data.path=null`). YAML 1.1 reads on/off/yes/no as booleans; a field whose choices hold such a word gets
+the word back (`--set train.amp=off` is "off"). An empty config file is an error (see `load_config`). The
+resolved config is written into the run folder (`to_dict`).
 """
 from __future__ import annotations
 
@@ -162,6 +164,8 @@ class RunConfig:
     resume: bool = True  # continue from out_dir/checkpoint.pt when it exists
     progress: bool = True  # progress bar with images per second
     tensorboard: bool = False  # also write TensorBoard events into out_dir/tensorboard (needs `tensorboard`)
+    num_threads: int | None = field(default=None, metadata=_range(1, 1024))  # torch CPU threads (None: the cores
+    # this process may use, or OMP_NUM_THREADS; logged at start)
 
 
 @dataclass(frozen=True)
@@ -185,9 +189,25 @@ def _to_plain(x):
     return x
 
 
+# Words users write for a valid choice that spelling alone would not find (gpu is closer to 'cpu' than 'cuda').
+_SYNONYMS = {"gpu": "cuda", "nvidia": "cuda", "cuda:0": "cuda", "bfloat16": "bf16", "fp32": "off", "float32": "off",
+             "none": "off"}
+# YAML 1.1 reads these words as booleans; a string choice gets the word back (--set train.amp=off).
+_BOOL_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
 def _nearest(name: str, valid) -> str:
-    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.4)
+    valid = [str(v) for v in valid]
+    synonym = _SYNONYMS.get(name.lower())
+    if synonym in valid:
+        return f" (did you mean {synonym!r}?)"
+    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.4)
     return f" (did you mean {match[0]!r}?)" if match else f" (valid: {', '.join(valid)})"
+
+
+def _choices(f: dataclasses.Field):
+    meta = f.metadata
+    return meta["choices"]() if callable(meta.get("choices")) else meta.get("choices")
 
 
 def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
@@ -222,12 +242,17 @@ def _check_value(where: str, f: dataclasses.Field, value: Any) -> Any:
             raise ConfigError(f"{where} must be a number, got {value!r}")
         value = float(value)
     elif base is str:
-        if isinstance(value, bool):  # YAML 1.1 reads on/off (and yes/no) as booleans: back to the choice's word
-            value = {True: "on", False: "off"}[value]
+        choices = _choices(f)
+        if isinstance(value, bool) and choices:  # YAML read on/off/yes/no as a boolean: give the word back
+            word = next((w for w in _BOOL_WORDS[value] if w in choices), None)
+            if word is None:
+                raise ConfigError(f"{where} got {value!r} (YAML reads on/off/yes/no/true/false as booleans), which is "
+                                  f"none of its choices: {', '.join(map(str, choices))}")
+            value = word
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
     meta = f.metadata
-    choices = meta["choices"]() if callable(meta.get("choices")) else meta.get("choices")
+    choices = _choices(f)
     if choices and value not in choices:
         raise ConfigError(f"{where}={value!r} is not valid{_nearest(str(value), choices)}")
     if meta.get("lo") is not None and value < meta["lo"]:
@@ -278,7 +303,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         try:
             value = yaml.safe_load(text) if text != "" else None
         except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({' '.join(str(e).split())})") from None
         if not isinstance(raw.setdefault(section, {}), dict):
             raise ConfigError(f"config section {section!r} must be a mapping of fields, got {raw[section]!r}")
         raw[section][name] = value
@@ -286,16 +311,28 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config (None: the built-in demo) and apply `--set` overrides."""
+    """Read a YAML config (None: the built-in demo) and apply `--set` overrides.
+
+    An empty file (or one of comments only) is an error rather than "all defaults": the defaults are a 200-epoch
+    WRN-40-2 search, never what someone who saved an empty or truncated file meant, and the demo is one command
+    away (`hba-fast search` with no config)."""
     if path is None:
         path = DEMO_CONFIG
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give a YAML config file such as configs/demo.yaml")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found; give a YAML file such as configs/demo.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path} ({type(e).__name__}: {e}); give a readable YAML text "
+                          f"file such as configs/demo.yaml") from None
+    if raw is None or raw == {}:
+        raise ConfigError(f"config file {path} is empty; copy configs/demo.yaml (or another file in configs/) and "
+                          f"edit it, or run `hba-fast search` without a config for the demo")
     return from_dict(apply_overrides(raw, list(overrides)))
 
 

@@ -24,6 +24,10 @@ Reduced splits (paper 4.2, ARCHITECTURE "Datasets"): perm = randperm(N_train, se
 val = perm[:num_val]; train = perm[num_val:][:num_train]; each sorted. num_test caps the test split by a
 seeded draw. mean / std are per channel in units of pixel / 255: the usual constants for CIFAR-10/100 and
 SVHN, measured on the training split otherwise (folder datasets: on up to 256 decoded training files).
+
+Every reader checks what it reads (a readable file, the expected keys, shapes and dtypes, at least one image) and
+raises a DataError that names the file, what is wrong and the fix; pixels are never cast silently (floats in
+[0, 1] would become black images).
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError  # noqa: F401 (re-exported where it used to live)
+from .errors import CorruptImageError, DataError  # noqa: F401 (DataError re-exported where it used to live)
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +100,18 @@ def _find_inner(root: Path, inner: str, marker: str, dataset: str) -> Path:
                     f"set data.path to the folder holding {inner}/ (download the python version of {dataset})")
 
 
+_REFETCH = "re-download the python version of the dataset (or rebuild it)"
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        try:
+    try:
+        with open(path, "rb") as f:
             d = pickle.load(f, encoding="bytes")
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
-            raise DataError(f"{path} is not a readable CIFAR pickle ({type(e).__name__}: {e}); "
-                            f"re-download or rebuild the dataset") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
+        raise DataError(f"{path} is not a readable CIFAR pickle ({type(e).__name__}: {e}); {_REFETCH}") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path} holds a {type(d).__name__}, not a CIFAR batch (a dict with 'data' and labels); "
+                        f"{_REFETCH}")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
@@ -110,29 +119,73 @@ def _names(raw) -> list[str]:
     return [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
 
 
-def _cifar_set(batches: list[dict], label_key: str) -> ImageSet:
-    data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-    labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
-    return ImageSet(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels))
+def _check_pixels(x: np.ndarray, what: str) -> np.ndarray:
+    """x as uint8: uint8 already, or integers in [0, 255]; anything else (floats in [0, 1], int16 beyond 255, ...)
+    is an error, never a silent cast that would turn images black."""
+    if x.dtype == np.uint8:
+        return x
+    if np.issubdtype(x.dtype, np.integer) and (x.size == 0 or (int(x.min()) >= 0 and int(x.max()) <= 255)):
+        return x.astype(np.uint8)
+    raise DataError(f"{what} has dtype {x.dtype}, expected uint8 pixels in [0, 255]; convert it with "
+                    f"np.clip(x, 0, 255).astype(np.uint8) (x * 255 first for images in [0, 1])")
+
+
+def _check_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+    """y as int64 (N,): integers (or (N, 1)), one per image."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{what} has shape {y.shape}, expected ({n},): one integer label per image")
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
+        raise DataError(f"{what} has dtype {y.dtype}, expected integer class indices; convert it with "
+                        f"y.astype(np.int64) if they are whole numbers")
+    return y.astype(np.int64)
+
+
+def _cifar_set(batches: list[tuple[Path, dict]], label_key: str) -> ImageSet:
+    datas, labels = [], []
+    for path, b in batches:
+        missing = sorted({"data", label_key} - set(b))
+        if missing:
+            raise DataError(f"{path} lacks {missing} (it has {sorted(map(str, b))[:8]}), so it is not a CIFAR python "
+                            f"batch; {_REFETCH}")
+        data = np.asarray(b["data"])
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise DataError(f"{path}: 'data' has shape {data.shape}, expected (N, 3072) (N images of 3 x 32 x 32 "
+                            f"bytes); {_REFETCH}")
+        if len(data) == 0:
+            raise DataError(f"{path} holds no images ('data' has shape {data.shape}); {_REFETCH}")
+        datas.append(_check_pixels(data, f"{path}: 'data'"))
+        labels.append(_check_labels(np.asarray(b[label_key]), len(data), f"{path}: {label_key!r}"))
+    data = np.concatenate(datas)
+    return ImageSet(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(np.concatenate(labels)))
+
+
+def _meta_names(file: Path, key: str, count: int) -> list[str]:
+    """Class names from a CIFAR meta pickle; numbers when it is absent or has no such list."""
+    if file.exists():
+        raw = _unpickle(file).get(key)
+        if raw is not None and len(raw) == count:
+            return _names(raw)
+        log.warning("%s has no %s list of %d names; classes are named by number", file, key, count)
+    return [str(k) for k in range(count)]
 
 
 def _read_cifar10(path: Path):
     d = _find_inner(path, "cifar-10-batches-py", "data_batch_1", "CIFAR-10")
-    train = [_unpickle(_need(d / f"data_batch_{k}", "a CIFAR-10 training batch", "re-download CIFAR-10"))
-             for k in range(1, 6)]
-    test = [_unpickle(_need(d / "test_batch", "the CIFAR-10 test batch", "re-download CIFAR-10"))]
-    names = _names(_unpickle(d / "batches.meta")["label_names"]) if (d / "batches.meta").exists() else \
-        [str(k) for k in range(10)]
+    train = [(f, _unpickle(f)) for f in (_need(d / f"data_batch_{k}", "a CIFAR-10 training batch",
+                                               "re-download CIFAR-10") for k in range(1, 6))]
+    test = [(d / "test_batch", _unpickle(_need(d / "test_batch", "the CIFAR-10 test batch", "re-download CIFAR-10")))]
+    names = _meta_names(d / "batches.meta", "label_names", 10)
     return _cifar_set(train, "labels"), _cifar_set(test, "labels"), None, names, CIFAR10_STATS
 
 
 def _read_cifar100(path: Path):
     d = _find_inner(path, "cifar-100-python", "train", "CIFAR-100")
-    train = _unpickle(d / "train")
-    test = _unpickle(_need(d / "test", "the CIFAR-100 test pickle", "re-download CIFAR-100"))
-    names = _names(_unpickle(d / "meta")["fine_label_names"]) if (d / "meta").exists() else \
-        [str(k) for k in range(100)]
-    return _cifar_set([train], "fine_labels"), _cifar_set([test], "fine_labels"), None, names, CIFAR100_STATS
+    train = [(d / "train", _unpickle(d / "train"))]
+    test = [(d / "test", _unpickle(_need(d / "test", "the CIFAR-100 test pickle", "re-download CIFAR-100")))]
+    names = _meta_names(d / "meta", "fine_label_names", 100)
+    return _cifar_set(train, "fine_labels"), _cifar_set(test, "fine_labels"), None, names, CIFAR100_STATS
 
 
 def _read_svhn(path: Path):
@@ -145,15 +198,21 @@ def _read_svhn(path: Path):
                   "set data.path to the folder holding train_32x32.mat and test_32x32.mat")
         try:
             m = loadmat(f)
-            x, y = m["X"], np.asarray(m["y"]).reshape(-1).astype(np.int64)
-        except Exception as e:  # noqa: BLE001
-            raise DataError(f"{f} is not a readable SVHN .mat file with X and y ({type(e).__name__}: {e}); "
-                            f"re-download it") from None
-        if x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != len(y):
-            raise DataError(f"{f}: X has shape {x.shape}, expected (32, 32, 3, N) with N = len(y) = {len(y)}")
+        except Exception as e:  # noqa: BLE001 - scipy raises many types for damaged files
+            raise DataError(f"{f} is not a readable SVHN .mat file ({type(e).__name__}: {e}); re-download it") from None
+        missing = sorted({"X", "y"} - set(m))
+        if missing:
+            raise DataError(f"{f} lacks {missing} (it has {sorted(k for k in m if not k.startswith('__'))}), so it is "
+                            f"not SVHN's cropped-digits format ({name}); re-download it")
+        x, y = np.asarray(m["X"]), np.asarray(m["y"])
+        if x.ndim != 4 or x.shape[2] != 3:
+            raise DataError(f"{f}: X has shape {x.shape}, expected (32, 32, 3, N); re-download it")
+        if x.shape[3] == 0:
+            raise DataError(f"{f} holds no images (X has shape {x.shape}); re-download it")
+        x = _check_pixels(x, f"{f}: X")
+        y = _check_labels(y, x.shape[3], f"{f}: y")
         y[y == 10] = 0
-        sets.append(ImageSet(torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1), dtype=np.uint8)),
-                             torch.from_numpy(y)))
+        sets.append(ImageSet(torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), torch.from_numpy(y)))
     return sets[0], sets[1], None, [str(k) for k in range(10)], SVHN_STATS
 
 
@@ -161,6 +220,8 @@ def _npz_images(arr: np.ndarray, key: str, file: Path) -> torch.Tensor:
     if arr.dtype != np.uint8:
         raise DataError(f"{file}: {key} has dtype {arr.dtype}, expected uint8 pixels; convert with "
                         f"np.clip(x, 0, 255).astype(np.uint8) (or x * 255 for images in [0, 1])")
+    if arr.ndim >= 1 and len(arr) == 0:
+        raise DataError(f"{file}: {key} holds no images (shape {arr.shape}); save the arrays with their images")
     if arr.ndim == 3:
         arr = np.repeat(arr[:, None], 3, axis=1)
     elif arr.ndim == 4 and arr.shape[-1] == 3:
@@ -174,24 +235,28 @@ def _read_npz(path: Path):
     _need(path, "an .npz file with train_images, train_labels, test_images, test_labels", "fix data.path")
     if path.is_dir():
         raise DataError(f"{path} is a folder; data.dataset=npz expects the .npz file itself as data.path")
-    with np.load(path, allow_pickle=False) as z:
-        keys = set(z.files)
-        missing = {"train_images", "train_labels", "test_images", "test_labels"} - keys
-        if missing:
-            raise DataError(f"{path} lacks the arrays {sorted(missing)} (it has {sorted(keys)}); save it with "
-                            f"np.savez(file, train_images=..., train_labels=..., test_images=..., test_labels=...)")
-        sets = {}
-        for split in ("train", "test", "val"):
-            if f"{split}_images" not in keys:
-                continue
-            images = _npz_images(z[f"{split}_images"], f"{split}_images", path)
-            labels = torch.from_numpy(np.asarray(z[f"{split}_labels"]).reshape(-1).astype(np.int64))
-            if len(labels) != len(images):
-                raise DataError(f"{path}: {split}_images has {len(images)} images but {split}_labels "
-                                f"{len(labels)} labels")
-            sets[split] = ImageSet(images, labels)
-        num_classes = int(max(int(s.labels.max()) for s in sets.values() if len(s)) + 1)
-        names = _names(z["label_names"]) if "label_names" in keys else [str(k) for k in range(num_classes)]
+    save = "save it with np.savez(file, train_images=..., train_labels=..., test_images=..., test_labels=...)"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            missing = {"train_images", "train_labels", "test_images", "test_labels"} - keys
+            if "val_images" in keys or "val_labels" in keys:
+                missing |= {"val_images", "val_labels"} - keys
+            if missing:
+                raise DataError(f"{path} lacks the arrays {sorted(missing)} (it has {sorted(keys)}); {save}")
+            sets = {}
+            for split in ("train", "test", "val"):
+                if f"{split}_images" not in keys:
+                    continue
+                images = _npz_images(z[f"{split}_images"], f"{split}_images", path)
+                labels = _check_labels(np.asarray(z[f"{split}_labels"]), len(images), f"{path}: {split}_labels")
+                sets[split] = ImageSet(images, torch.from_numpy(labels))
+            num_classes = int(max(int(s.labels.max()) for s in sets.values() if len(s)) + 1)
+            names = _names(z["label_names"]) if "label_names" in keys else [str(k) for k in range(num_classes)]
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a truncated zip, object arrays, a damaged member: all unreadable
+        raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}); {save}") from None
     return sets["train"], sets["test"], sets.get("val"), names, None
 
 
@@ -256,11 +321,12 @@ def _decode(file: str, size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def decode_files(images: ImageSet, size: int, on_corrupt: str = "skip", num_threads: int = 4) -> ImageSet:
+def decode_files(images: ImageSet, size: int, on_corrupt: str = "skip", num_threads: int = 4,
+                 warn: bool = True) -> ImageSet:
     """Decode a file-list ImageSet to uint8 (N', 3, size, size) in memory; sets that hold images pass through.
 
-    Undecodable files are skipped and counted (`num_skipped`, logged) with on_corrupt='skip', or stop the run
-    with a DataError naming the file with on_corrupt='error'.
+    Undecodable files are skipped and counted (`num_skipped`; logged once unless `warn=False`) with
+    on_corrupt='skip', or stop the run with a CorruptImageError naming the file with on_corrupt='error'.
     """
     if images.images is not None:
         return images
@@ -273,16 +339,17 @@ def decode_files(images: ImageSet, size: int, on_corrupt: str = "skip", num_thre
             return _decode(file, size)
         except Exception as e:  # noqa: BLE001 - Pillow raises many types for damaged files
             if on_corrupt == "error":
-                raise DataError(f"cannot decode image {file} ({type(e).__name__}: {e}); delete or replace the file, "
-                                f"or set data.on_corrupt=skip to skip undecodable images") from None
+                raise CorruptImageError(f"cannot decode image {file} ({type(e).__name__}: {e}); delete or replace "
+                                        f"the file, or set data.on_corrupt=skip to skip undecodable images") from None
             return None
 
     with ThreadPoolExecutor(max(1, num_threads)) as pool:
         decoded = list(pool.map(one, images.files))
     keep = [i for i, d in enumerate(decoded) if d is not None]
     bad = [images.files[i] for i, d in enumerate(decoded) if d is None]
-    if bad:
-        log.warning("skipped %d undecodable image(s) (data.on_corrupt=skip), e.g. %s", len(bad), bad[:3])
+    if bad and warn:
+        log.warning("skipped %d of %d images that cannot be decoded (data.on_corrupt=skip), e.g. %s; set "
+                    "data.on_corrupt=error to stop at them instead", len(bad), len(decoded), ", ".join(bad[:3]))
     if not keep:
         raise DataError(f"none of the {len(decoded)} images could be decoded (e.g. {bad[:3]})")
     stacked = torch.from_numpy(np.stack([decoded[i] for i in keep]))
@@ -374,7 +441,8 @@ def load_splits(data_cfg) -> Splits:
             stats = channel_stats(train.images)
         else:  # folder: measure on a seeded sample of decoded training files
             idx = _seeded_perm(len(train), data_cfg.split_seed)[:_STATS_SAMPLE]
-            sample = decode_files(train.subset(idx), min(size, 64), "skip", getattr(data_cfg, "num_threads", 4))
+            sample = decode_files(train.subset(idx), min(size, 64), data_cfg.on_corrupt,  # quiet: the pipeline
+                                  getattr(data_cfg, "num_threads", 4), warn=False)  # reports what it skips
             stats = channel_stats(sample.images)
     mean, std = stats
     return Splits(train, val, test, num_classes, tuple(mean), tuple(max(s, 1e-3) for s in std), names)

@@ -45,3 +45,7 @@ class RunFolderError(UserError, RuntimeError):
 
 class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or Inf; the run stopped."""
+
+
+class OutputError(UserError, OSError):
+    """A file of the run cannot be written (disk full, no permission, read-only file system)."""

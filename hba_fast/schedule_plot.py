@@ -11,10 +11,12 @@ written at the row's end.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from . import atomic
 from .ops import OPS
 from .pba_draw import pba_law
 from .policy import NUM_OPS
@@ -89,18 +91,16 @@ def schedule_figure(probs: np.ndarray, mags: np.ndarray, title: str | None = Non
 
 
 def plot_arrays(path: str | Path, probs: np.ndarray, mags: np.ndarray, title: str | None = None) -> None:
-    """Write the schedule figure as a PNG (atomically: a temporary file, then a rename)."""
+    """Write the schedule figure as a PNG (atomically, `atomic.write_bytes`)."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     fig = schedule_figure(probs, mags, title)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(path)
+        fig.savefig(buf, dpi=110, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def plot_entries(path: str | Path, entries: list[dict], title: str | None = None) -> None:

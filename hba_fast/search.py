@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import save_torch
 from .config import Config, ConfigError
 from .datasets import load_splits
 from .hyper import set_hyper_impl
@@ -43,7 +44,8 @@ def search(cfg: Config) -> Path:
                             checkpoint=cfg.model.checkpoint)
         set_hyper_impl(model, cfg.model.kernels)
         model, channels_last = place_model(model, run, cfg.model.channels_last)
-        run.log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} val), "
+        n = pipeline.sizes  # images in use, undecodable ones dropped
+        run.log.info(f"search: {cfg.data.dataset} ({n['train']} train / {n['val']} val / {n['test']} test images), "
                      f"{cfg.model.name} [{cfg.model.strategy}], kernels {cfg.model.kernels}, "
                      f"{type(pipeline).__name__} on {run.device}")
 
@@ -58,8 +60,8 @@ def search(cfg: Config) -> Path:
             out, lam = run.log.dir, hyper.lam.detach()
             write_schedule(out / "schedule.json", hyper.schedule, cfg.to_dict(), run.env)
             plot_schedule(out / "schedule.png", hyper.schedule)
-            torch.save({"model": cfg.model.name, "num_classes": splits.num_classes, "lam": lam.cpu(),
-                        "state_dict": materialize(model, lam).state_dict()}, out / "model.pt")
+            save_torch(out / "model.pt", {"model": cfg.model.name, "num_classes": splits.num_classes, "lam": lam.cpu(),
+                                          "state_dict": materialize(model, lam).state_dict()})
             wall = time.perf_counter() - started
             run.log.metrics({"kind": "final", **{f"test_{k}": v for k, v in test.items()}, "wall_s": round(wall, 1)})
             run.log.info(f"done: test error of theta(lambda*) {test.get('error', float('nan')):.4f}; "

@@ -1,13 +1,16 @@
 """What every run does around its data flow: processes, run folder, device, seeds, model placement.
 
 `start_run(cfg)` joins the process group (torchrun) or not, opens the run folder (refusing to overwrite an
-earlier run unless it resumes it), picks the device, records config and environment, and seeds torch;
+earlier run unless it resumes it; removing temporary files of killed writes), picks the device and the CPU
+threads, records config and environment (runlog.py: afresh, or as a resume), and seeds torch; a start that fails
+before training begins removes what it wrote;
 `place_model` moves a model to the device (channels_last on CUDA) and gives every rank rank 0's weights.
 `hba-fast search` and `hba-fast train` both run inside it.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +19,10 @@ import torch
 import yaml
 from torch import nn
 
+from . import atomic
 from .distributed import Dist, broadcast_parameters, setup_distributed, teardown
 from .errors import DeviceError, RunFolderError
-from .runlog import RunLog, environment
+from .runlog import RUN_FILES, RunLog, environment
 
 
 @dataclass(frozen=True)
@@ -54,51 +58,132 @@ def pick_device(train_cfg, dist: Dist, log=print) -> torch.device:
     return torch.device("cpu")
 
 
-def check_run_folder(out_dir: Path, config: dict, resume: bool) -> None:
+def check_run_folder(out_dir: Path, config: dict, resume: bool) -> list[str] | None:
     """Never overwrite an earlier run silently: resume it with the same settings, or ask for another folder.
 
-    A resumed run may change only `run.*` and `train.epochs` (to extend it); anything else would continue a run
-    with settings other than the ones its checkpoint was made with."""
+    Returns None when the folder holds no run (this one starts afresh), else the settings this resume changes.
+    A resumed run may change only `run.*` and `train.epochs` (to extend it, or to end it earlier than planned but
+    not before the epochs it has done); anything else would continue a run with settings other than the ones its
+    checkpoint was made with."""
     if not (out_dir / "checkpoint.pt").exists():
-        return
+        return None
+    kind = "train" if "evaluate" in config else "search"
     if not resume:
-        raise RunFolderError(f"{out_dir} already holds a run (checkpoint.pt); choose another folder with "
-                             f"--set run.out_dir=..., or resume it with run.resume=true")
+        raise RunFolderError(f"{out_dir} already holds a run (checkpoint.pt) and run.resume=false: continue it by "
+                             f"leaving out run.resume=false, or start a new run in another folder with "
+                             f"--set run.out_dir=...")
     saved_file = out_dir / "config.yaml"
     if not saved_file.exists():
-        return
-    saved = yaml.safe_load(saved_file.read_text()) or {}
+        return []
+    try:
+        saved = yaml.safe_load(saved_file.read_text()) or {}
+        assert isinstance(saved, dict) and all(isinstance(v, dict) for v in saved.values())
+    except (OSError, yaml.YAMLError, AssertionError):
+        raise RunFolderError(f"{saved_file} is damaged, so this resume cannot be checked against the run's "
+                             f"settings; restore it, or start a new run with --set run.out_dir=...") from None
+    saved_kind = "train" if "evaluate" in saved else "search"
+    if saved_kind != kind:
+        raise RunFolderError(f"{out_dir} holds a run of `hba-fast {saved_kind}`; `hba-fast {kind}` needs a folder "
+                             f"of its own: --set run.out_dir=...")
     changed = [f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
                for section, fields in config.items() if section != "run"
                for key, value in fields.items()
                if (section, key) != ("train", "epochs") and saved.get(section, {}).get(key, value) != value]
     if changed:
-        raise RunFolderError(f"{out_dir} holds a run made with other settings ({'; '.join(changed)}); resume it "
-                             f"with its own config ({saved_file}), or start a new run with --set run.out_dir=...")
+        same = (f"continue it with its own settings (hba-fast search {saved_file})" if kind == "search" else
+                f"continue it with the settings it was made with (see {saved_file})")
+        raise RunFolderError(f"{out_dir} holds a run made with other settings ({'; '.join(changed)}); {same}, "
+                             f"or start a new run with --set run.out_dir=...")
+    return [f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
+            for section, fields in config.items() for key, value in fields.items()
+            if section in saved and key in saved[section] and saved[section][key] != value]
 
 
-def check_gpu_options(cfg, device: torch.device) -> None:
-    """GPU-only options on a run without a GPU are an error that says so (SPEC section 8)."""
+def check_gpu_options(cfg, device: torch.device, log=print) -> None:
+    """GPU-only options on a run without a GPU are an error that says so (SPEC section 8); options that run
+    slowly on this machine get a line that says why."""
     from .kernels import interpreting
 
     if cfg.model.kernels == "triton" and device.type != "cuda" and not interpreting():
         raise DeviceError("model.kernels=triton needs a CUDA GPU (or TRITON_INTERPRET=1, which is slow); "
                           "set model.kernels=auto to use the fused kernels where a GPU is present")
+    if cfg.train.amp == "bf16" and device.type == "cpu":
+        native = cpu_has_bf16()
+        if native is False:
+            log("train.amp=bf16 on a CPU without bfloat16 instructions (no avx512_bf16 / amx_bf16): autocast "
+                "emulates bf16, which is much slower than float32 here; set train.amp=off (or auto: bf16 on CUDA only)")
+        elif native is None:
+            log("train.amp=bf16 on the CPU is fast only where the CPU has bfloat16 instructions; if steps are slow, "
+                "set train.amp=off")
+
+
+def cpu_has_bf16() -> bool | None:
+    """Whether the CPU has bfloat16 instructions (x86 avx512_bf16 / amx_bf16, Arm bf16); None when unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags.update(line.split(":", 1)[-1].split())
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def set_cpu_threads(want: int | None, device: torch.device, log=print) -> int:
+    """torch's CPU threads: `run.num_threads`, or (None) torch's own choice (which follows OMP_NUM_THREADS) capped at
+    the cores this process may use. Logged, with a note when other processes keep those cores busy: then every
+    step waits for threads that get only part of a core, and a run is slower than on an idle machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = want if want is not None else max(1, min(torch.get_num_threads(), cores))
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    note = ""
+    if device.type == "cpu" and hasattr(os, "getloadavg"):
+        load = os.getloadavg()[0]
+        if load > cores - 0.5:
+            note = (f"; the load average is {load:.1f} on {cores} core(s): other processes are using them, so this "
+                    f"run is slower than on an idle machine (the progress bar's run ETA follows the real speed)")
+    log(f"CPU: {threads} torch thread(s), {cores} core(s) available (set run.num_threads to change){note}")
+    return threads
 
 
 @contextlib.contextmanager
 def start_run(cfg, extra_info: dict | None = None) -> Iterator[Run]:
+    """Join the processes, open the run folder (afresh, or to resume it), pick the device, record config and
+    environment, seed torch. A start that fails before training begins leaves nothing behind (runlog.py)."""
     dist = setup_distributed()
-    log = RunLog(cfg.run.out_dir, is_main=dist.is_main, progress=cfg.run.progress)
+    out = Path(cfg.run.out_dir)
+    dir_existed = out.exists()
+    existed = {name for name in RUN_FILES if (out / name).exists()}
+    log = RunLog(out, is_main=dist.is_main, progress=cfg.run.progress)
     try:
-        device = pick_device(cfg.train, dist, log.info)
-        check_gpu_options(cfg, device)
-        config = {**cfg.to_dict(), **(extra_info or {})}
-        check_run_folder(log.dir, config, cfg.run.resume)
-        env = environment(device)
-        log.write_run_info(config, env)
-        torch.manual_seed(cfg.train.seed)
-        yield Run(dist, log, device, env)
+        with log.forward_logging():
+            device = pick_device(cfg.train, dist, log.info)
+            set_cpu_threads(cfg.run.num_threads, device, log.info)
+            check_gpu_options(cfg, device, log.info)
+            config = {**cfg.to_dict(), **(extra_info or {})}
+            changed = check_run_folder(log.dir, config, cfg.run.resume)
+            if dist.is_main:
+                removed = atomic.remove_orphans(log.dir)
+                if removed:
+                    log.info(f"removed {len(removed)} temporary file(s) of writes that a kill interrupted: "
+                             f"{', '.join(removed)}")
+            env = environment(device)
+            if changed is None:
+                log.write_run_info(config, env)
+                log.info(f"run folder {log.dir} (new run)")
+            else:
+                log.expect_resume(config, env, changed)
+                log.info(f"run folder {log.dir} (holds a checkpoint: resuming"
+                         f"{'; changed: ' + '; '.join(changed) if changed else ''})")
+            torch.manual_seed(cfg.train.seed)
+            yield Run(dist, log, device, env)
+    except BaseException as e:
+        log.stopped(e, dir_existed, existed)
+        raise
     finally:
         teardown(dist)
 

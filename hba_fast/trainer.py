@@ -46,10 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .errors import NonFiniteLossError
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unusable
+from .errors import NonFiniteLossError, RunFolderError, UserError
 from .graphs import RoundRunner, compile_model, enable_cudnn_benchmark, use_graphs
 from .hyperparams import Hyperparams, NoHyperparams
+from .nonfinite import nonfinite_message
 from .pipelines.base import Batch, Pipeline
 from .pipelines.round_feed import round_feed
 from .session import Run
@@ -127,9 +128,11 @@ class Trainer:
         self._pos = torch.zeros((), dtype=torch.long, device=dev)  # weight steps taken in this epoch
         self._step = torch.zeros((), dtype=torch.long, device=dev)  # weight steps taken in the run (NaN report)
         amp = train_cfg.amp == "bf16" or (train_cfg.amp == "auto" and dev.type == "cuda")
+        self.amp = amp
         # no autocast weight cache: a captured graph would keep the first round's bf16 copies of the weights
         self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False)
-        self.epoch, self.step = 0, 0
+        self.epoch, self.step = 0, 0  # epochs and weight steps done
+        self._saved_epoch: int | None = None  # epoch of the last checkpoint written or resumed from
         self._train_loss, self._val_loss = Meter(dev), Meter(dev)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=dev)
         self._set_counters()
@@ -203,11 +206,16 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- loop
     def fit(self) -> None:
         """Run the remaining epochs: rounds of t_train weight steps and t_val hyper steps; log; checkpoint."""
-        self.log.info(f"training {self.cfg.epochs - self.epoch} epochs x {self.steps_per_epoch} steps "
-                      f"({self.world} process(es)) on {self.device}")
+        if self.epoch < self.cfg.epochs:
+            which = f"{self.epoch + 1}-{self.cfg.epochs}" if self.epoch + 1 < self.cfg.epochs else self.cfg.epochs
+            self.log.info(f"training epoch(s) {which} of {self.cfg.epochs}, "
+                          f"{self.steps_per_epoch} steps each ({self.world} process(es)) on {self.device}")
+        else:
+            self.log.info(f"all {self.cfg.epochs} epochs are done; nothing left to train")
         while self.epoch < self.cfg.epochs:
             self._start_epoch()
-            bar = self.log.progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+            bar = self.log.progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                                    after=(self.cfg.epochs - self.epoch - 1) * self.steps_per_epoch)
             t0, seen, end = time.perf_counter(), 0, self.step + self.steps_per_epoch
             for n_weight, n_hyper in self.rounds_of_epoch():
                 self.run_round(n_weight, n_hyper)
@@ -256,11 +264,12 @@ class Trainer:
         if self.world > 1:  # a NaN on one rank stops every rank (else the others hang, or checkpoint NaN weights)
             torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MIN)
         first_bad = int(first_bad.item())
-        if first_bad != none:
-            raise NonFiniteLossError(
-                f"the loss became NaN/Inf at step {first_bad} (epoch {self.epoch}); the run stopped and the last "
-                f"good checkpoint is kept. Lower optim.lr / optim.hyper_lr, or try train.amp=off")
-        row = {"kind": "train", "epoch": self.epoch, "step": self.step, "lr": self.lr.item(),
+        if first_bad != none:  # steps and epochs 1-based, as in the progress bar and metrics.jsonl
+            in_epoch = first_bad - self.epoch * self.steps_per_epoch + 1
+            raise NonFiniteLossError(self._nonfinite(
+                f"the loss became NaN/Inf by step {first_bad + 1} (step {in_epoch} of epoch "
+                f"{self.epoch + 1}/{self.cfg.epochs})", first_step=first_bad == 0))
+        row = {"kind": "train", "epoch": self.epoch + 1, "step": self.step, "lr": self.lr.item(),
                "train_loss": self._train_loss.pop(), "images_per_s": round(images_per_s, 1),
                "hyper_val_loss": self._val_loss.pop()}
         self.log.metrics({k: v for k, v in row.items() if v is not None})
@@ -268,14 +277,13 @@ class Trainer:
     def _end_epoch(self, images_per_s: float) -> None:
         # Every rank evaluates, and rank 0 saves, the same model: running statistics averaged across ranks.
         self._all_reduce([b for b in self.model.buffers() if b.is_floating_point()])
-        row = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "images_per_s": round(images_per_s, 1),
+        row = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step, "images_per_s": round(images_per_s, 1),
                **self.hyper.metrics()}
         self.hyper.end_epoch(self.epoch)
         if self.cfg.eval_every and ((self.epoch + 1) % self.cfg.eval_every == 0 or self.epoch + 1 == self.cfg.epochs):
             row.update({f"val_{k}": v for k, v in self.evaluate("val").items()})
         self.epoch += 1
-        self.log.metrics(row)
-        self.log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        self.log.epoch(row, self.cfg.epochs)
         if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
             self.save(self.log.dir / "checkpoint.pt")
 
@@ -299,9 +307,16 @@ class Trainer:
         if n == 0:
             return {}
         if not math.isfinite(loss):
-            raise NonFiniteLossError(f"the {split} loss is NaN/Inf after epoch {self.epoch}; the last good "
-                                     f"checkpoint is kept. Lower optim.lr / optim.hyper_lr, or try train.amp=off")
+            epoch = max(1, -(-self.step // self.steps_per_epoch))  # the epoch of the last step taken, 1-based
+            raise NonFiniteLossError(self._nonfinite(f"the {split} loss is NaN/Inf at the end of epoch "
+                                                     f"{epoch}/{self.cfg.epochs}"))
         return {"loss": loss / n, "error": err / n}
+
+    def _nonfinite(self, where: str, first_step: bool = False) -> str:
+        return nonfinite_message(where, self.optim_cfg, searched=self.hyper.lam is not None, amp=self.amp,
+                                 checkpoint=self.log.dir / "checkpoint.pt", saved_epoch=self._saved_epoch,
+                                 checkpoint_every=self.cfg.checkpoint_every, aside=self.log.aside,
+                                 first_step=first_step)
 
     # ----------------------------------------------------------------------------------------- state
     def _rank_state(self) -> dict:
@@ -321,7 +336,7 @@ class Trainer:
             torch.distributed.all_gather_object(ranks, self._rank_state())
         return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step,
                 "model": self.model.state_dict(), "opt_phi": self.opt_phi.state_dict(),
-                "hyper": self.hyper.state_dict(), "ranks": ranks}
+                "hyper": self.hyper.state_dict(), "ranks": ranks, "log": self.log.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -332,6 +347,11 @@ class Trainer:
             raise CheckpointError(f"the checkpoint was written by {len(ranks)} process(es), this run has "
                                   f"{self.world}; resume it with torchrun --nproc_per_node={len(ranks)}, or start "
                                   f"afresh in another folder (--set run.out_dir=...)")
+        if state["epoch"] > self.cfg.epochs:
+            raise RunFolderError(f"the run in {self.log.dir} has done {state['epoch']} epochs, more than "
+                                 f"train.epochs={self.cfg.epochs}: a run can be extended, not cut back; set "
+                                 f"train.epochs={state['epoch']} or more, or start a new run with "
+                                 f"--set run.out_dir=...")
         self.epoch, self.step = state["epoch"], state["step"]
         self.model.load_state_dict(state["model"])
         self.opt_phi.load_state_dict(state["opt_phi"])
@@ -344,17 +364,27 @@ class Trainer:
         torch.set_rng_state(own["rng"]["cpu"].cpu())  # RNG states must be CPU byte tensors
         if own["rng"]["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(own["rng"]["cuda"].cpu(), self.device)
+        self.log.load_state_dict(state.get("log"))  # metrics.jsonl back to the checkpoint's rows
 
     def save(self, path) -> None:
         state = self.state_dict()  # on every rank: it gathers each rank's own state
         if self.log.is_main:
             save_checkpoint(path, state)
+        self._saved_epoch = self.epoch
 
     def resume(self, path) -> bool:
         """Load `path` when it exists; True when the run continues from it."""
         state = load_checkpoint(path, map_location="cpu")  # load_state_dict puts each part on its device
         if state is None:
             return False
-        self.load_state_dict(state)
-        self.log.info(f"resumed from {path} at epoch {self.epoch} (step {self.step})")
+        try:
+            self.load_state_dict(state)
+        except UserError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # another model, a damaged state
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise unusable(path, f"it does not fit this run ({type(e).__name__}: {first})") from None
+        self._saved_epoch = self.epoch
+        self.log.info(f"resumed from {path} after epoch {self.epoch}/{self.cfg.epochs} (step {self.step})")
+        self.log.resumed(self.epoch, self.cfg.epochs)
         return True

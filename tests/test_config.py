@@ -76,3 +76,56 @@ def test_missing_file():
 def test_round_trip_through_dict():
     cfg = load_config(None, ["train.epochs=2"])
     assert from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# nothing but a comment\n", "{}\n"])
+def test_empty_config_file_is_an_error_not_the_defaults(tmp_path, text):
+    """An empty file would otherwise start the dataclass defaults: a 200-epoch WRN-40-2 search."""
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"is empty; copy configs/demo\.yaml .* without a config for the demo"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("word, expected", [("off", "off"), ("no", "off"), ("false", "off"), ("Off", "off"),
+                                            ("'off'", "off"), ("auto", "auto"), ("bf16", "bf16")])
+def test_yaml_booleans_give_string_choices_their_word_back(tmp_path, word, expected):
+    assert load_config(None, [f"train.amp={word}"]).train.amp == expected
+    path = tmp_path / "c.yaml"
+    path.write_text(f"train:\n  amp: {word}\n")
+    assert load_config(path).train.amp == expected
+
+
+def test_a_boolean_that_is_no_choice_says_why():
+    with pytest.raises(ConfigError, match=r"train\.amp got True \(YAML reads on/off/yes/no/true/false as booleans\)"):
+        from_dict({"train": {"amp": True}})
+    with pytest.raises(ConfigError, match=r"must be a string, got 3"):
+        from_dict({"train": {"amp": 3}})
+
+
+@pytest.mark.parametrize("value, suggestion", [("gpu", "cuda"), ("GPU", "cuda"), ("cuda:0", "cuda"), ("cpus", "cpu")])
+def test_device_suggestions(value, suggestion):
+    with pytest.raises(ConfigError, match=rf"train\.device={value!r} is not valid \(did you mean '{suggestion}'\?\)"):
+        from_dict({"train": {"device": value}})
+
+
+def test_num_threads_field():
+    assert load_config(None).run.num_threads is None
+    assert load_config(None, ["run.num_threads=3"]).run.num_threads == 3
+    with pytest.raises(ConfigError, match="below its minimum 1"):
+        load_config(None, ["run.num_threads=0"])
+
+
+def test_the_boolean_words_map_back_for_any_string_choice(monkeypatch):
+    """Generic in `_check_value`: e.g. a field with choices auto|on|off (train.graphs) gets 'on' and 'off' back."""
+    import dataclasses
+
+    from hba_fast import config as config_module
+
+    @dataclasses.dataclass(frozen=True)
+    class Fake:
+        graphs: str = dataclasses.field(default="auto", metadata=config_module._range(choices=("auto", "on", "off")))
+
+    monkeypatch.setitem(config_module._OWNER, "fake", Fake)
+    field = dataclasses.fields(Fake)[0]
+    assert [config_module._check_value("fake.graphs", field, v) for v in (True, False, "auto")] == ["on", "off", "auto"]

@@ -62,7 +62,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, capsys, monkeypatch
     sets = TINY + [f"run.out_dir={tmp_path}", "train.epochs=2"]
     code = main(["search"] + [x for item in sets for x in ("--set", item)])
     err = capsys.readouterr().err
-    assert code == 2 and "NaN/Inf at step 6" in err, err  # 6 steps per epoch: the first step of epoch 2
+    assert code == 2 and "NaN/Inf by step 7 (step 1 of epoch 2/2)" in err, err  # 6 steps per epoch
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
     assert not (tmp_path / "schedule.json").exists()
 
@@ -144,7 +144,7 @@ def test_resume_refuses_other_settings_but_may_extend(tmp_path, capsys):
 
 def test_malformed_schedule_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "schedule.json"
-    path.write_text(json.dumps({"format": "hba-fast-schedule/1", "epochs": [{"slots": [{"p": 0.5}]}]}))
+    path.write_text(json.dumps({"format": "hba-fast-schedule/1", "epochs": [{"slots": [{"p": 0.5}] * 30}]}))
     config = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
     assert main(["train", config, "--schedule", str(path), "--set", f"run.out_dir={tmp_path / 'run'}"]) == 2
     assert "malformed epoch entries" in capsys.readouterr().err

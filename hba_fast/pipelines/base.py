@@ -33,6 +33,7 @@ class Pipeline(Protocol):
 
     steps_per_epoch: int  # training batches per epoch and process
     batch_size: int  # images per training batch and process
+    sizes: dict[str, int]  # images of "train", "val", "test" in use (undecodable files dropped), all processes
 
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
         """Augmented training batches of `epoch` (policy, then the recipe), from where the pipeline stands."""

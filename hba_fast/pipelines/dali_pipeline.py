@@ -133,13 +133,16 @@ class DaliPipeline:
         self.policy_hw = tuple(train_images.shape[2:]) if in_place else (self.size, self.size)
         self.num_corrupt = 0
         self.train_files = self._checked_files(splits.train) if splits.train.files is not None else None
+        self._eval_files = {k: self._checked_files(getattr(splits, k)) for k in ("val", "test")
+                            if getattr(splits, k).files is not None}  # checked now: `sizes` counts what is used
         n = len(self.train_files[0]) if self.train_files else len(splits.train.labels)
         self.steps_per_epoch = (n // self.world) // self.batch_size
         if self.steps_per_epoch < 1:
             raise DataError(f"the training split has {n} images, fewer than one batch of data.batch_size="
                             f"{self.batch_size} x {self.world} process(es); lower data.batch_size or raise "
                             f"data.num_train")
-        self._eval_files = {}
+        self.sizes = {"train": n, **{k: len(self._eval_files[k][0]) if k in self._eval_files else
+                                     len(getattr(splits, k).labels) for k in ("val", "test")}}  # corrupt ones dropped
         self._train_pipe, self._epoch, self._step = None, 0, 0
         # Whether the sampler hands back lambda_i (a SearchSampler does, a ScheduleSampler gives None): batches
         # carry lam only then (the pipeline itself always streams a (B, 54) lam, zeros without one).
@@ -155,7 +158,8 @@ class DaliPipeline:
                                         self.threads)
         if bad:
             self.num_corrupt += len(bad)
-            log.warning("skipped %d corrupted JPEG(s), e.g. %s", len(bad), bad[0])
+            log.warning("skipped %d of %d JPEG files as corrupted (data.on_corrupt=skip), e.g. %s; set "
+                        "data.on_corrupt=error to stop at them instead", len(bad), len(image_set.files), bad[0])
         return files, labels
 
     def _policy_inputs(self, batch: int, seed: tuple, epoch: int):

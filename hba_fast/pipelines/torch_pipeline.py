@@ -66,6 +66,7 @@ class TorchPipeline:
             splits = with_images(splits, data_cfg.image_size, data_cfg.on_corrupt, data_cfg.num_threads)
         self._store = self.device if self._fits_on_device(data_cfg, splits) else torch.device("cpu")
         self._sets = {k: self._put(getattr(splits, k)) for k in ("train", "val", "test")}
+        self.sizes = {k: len(v[1]) for k, v in self._sets.items()}  # images per split, undecodable ones dropped
         self.mean = torch.tensor(splits.mean, dtype=torch.float32, device=self.device)  # (3,)
         self.std = torch.tensor(splits.std, dtype=torch.float32, device=self.device)
         n_train = len(self._sets["train"][1])
