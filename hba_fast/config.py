@@ -149,7 +149,7 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_range(choices=("auto", "cpu", "cuda")))
     allow_cpu_fallback: bool = True  # with device=cuda and no GPU: run on the CPU (true) or stop (false)
     seed: int = 0
-    log_every: int = field(default=20, metadata=_range(1))  # steps between metric lines
+    log_every: int = field(default=20, metadata=_range(1))  # weight steps between metric lines (whole rounds)
     eval_every: int = field(default=1, metadata=_range(0))  # epochs between full validation passes (0: never)
     checkpoint_every: int = field(default=1, metadata=_range(1))  # epochs between checkpoints
     graphs: str = field(default="auto", metadata=_range(choices=_graph_modes))  # CUDA graph of the round: auto =
