@@ -46,3 +46,19 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict | None:
     except Exception as e:  # a foreign or damaged file: say which and what to do
         raise CheckpointError(f"cannot read checkpoint {path}: {e}. Delete it to start the run afresh, or set "
                               f"run.resume=false") from None
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a small text file (result.json, compare.md, ...) atomically: temporary file, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     p_train.add_argument("config", help="YAML config (data, model, optim, train sections)")
     how = p_train.add_mutually_exclusive_group(required=True)
     how.add_argument("--schedule", help="schedule.json written by `hba-fast search`")
-    how.add_argument("--augment", choices=("baseline", "cutout"), help="a baseline augmentation instead")
+    how.add_argument("--augment", metavar="NAME", help="a hand-made augmentation instead: baseline | cutout | "
+                     "autoaugment[:cifar10|svhn|imagenet] | randaugment[:N,M] | trivialaugment")
     for p in (p_search, p_train):
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value (YAML syntax), e.g. --set train.epochs=3")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..datasets import DataError, ImageSet, Splits, with_images
-from ..policy import apply_policy
+from ..policy import apply_draw, apply_policy
 from . import recipes
 from .base import Batch
 
@@ -101,7 +101,10 @@ class TorchPipeline:
         lam = None
         if self.sampler is not None:
             sample = self.sampler.sample(images.shape[0], epoch, self.device)
-            images = apply_policy(images, sample.probs, sample.mags, generator=g)
+            if sample.draw is not None:  # a fixed policy's ready draw (baselines.py); static on CUDA: no host syncs
+                images = apply_draw(images, sample.draw, static=self.device.type == "cuda", generator=g)
+            else:
+                images = apply_policy(images, sample.probs, sample.mags, generator=g)
             lam = sample.lam
         return recipes.post_policy(self.recipe, images, self.mean, self.std, g, self.cutout), lam
 
