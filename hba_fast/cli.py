@@ -1,4 +1,5 @@
-"""Command line: `hba-fast search [CONFIG] [--set k=v ...]` and `hba-fast train CONFIG --schedule F | --augment A`.
+"""Command line: `hba-fast search [CONFIG] [--set k=v ...]`, `hba-fast train CONFIG --schedule F | --augment A`
+and `hba-fast compare CONFIG --arms A,B,schedule:F --seeds N`.
 
 With no CONFIG, `search` runs the demo (configs/demo.yaml) on the generated shapes10 dataset. Errors a user
 can fix (config, data, schedule, device, checkpoint, NaN loss) are printed as one clear message, exit code 2.
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--schedule", help="schedule.json written by `hba-fast search`")
     how.add_argument("--augment", metavar="NAME", help="a hand-made augmentation instead: baseline | cutout | "
                      "autoaugment[:cifar10|svhn|imagenet] | randaugment[:N,M] | trivialaugment")
-    for p in (p_search, p_train):
+    p_compare = add_compare_parser(sub)
+    for p in (p_search, p_train, p_compare):
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value (YAML syntax), e.g. --set train.epochs=3")
     args = parser.parse_args(argv)
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             from .search import search
 
             search(cfg)
+        elif args.command == "compare":
+            run_compare(cfg, args)
         else:
             from .train import train
 
@@ -44,6 +48,22 @@ def main(argv: list[str] | None = None) -> int:
         print("hba-fast: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
     return 0
+
+
+def add_compare_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("compare", help="the evaluation protocol for several augmentations side by side, over seeds")
+    p.add_argument("config", help="YAML config of the evaluation runs (data, model, optim, train, run.out_dir: the "
+                                  "compare folder)")
+    p.add_argument("--arms", required=True, help="comma-separated: baseline, cutout, autoaugment[:cifar10|svhn|"
+                   "imagenet], randaugment[:N,M], trivialaugment, schedule:PATH (a schedule.json; several allowed)")
+    p.add_argument("--seeds", type=int, default=3, help="runs per arm, seeds train.seed + 0..N-1 (default 3)")
+    return p
+
+
+def run_compare(cfg, args) -> None:
+    from .compare import compare
+
+    compare(cfg, args.arms, args.seeds)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 
 from .config import Config, ConfigError
 from .datasets import load_splits
-from .hyper import set_hyper_impl
+from .hyper import init_hyper_bn, set_hyper_impl
 from .hyperparams import Hyperparams
 from .models import build_model, materialize
 from .pipelines import build_pipeline
@@ -36,6 +36,7 @@ def search(cfg: Config) -> Path:
         pipeline = build_pipeline(cfg.data, splits, hyper.sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
         model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim)
+        init_hyper_bn(model, cfg.model.hyper_bn_bias_u, cfg.model.hyper_bn_v_std)
         set_hyper_impl(model, cfg.model.kernels)
         model, channels_last = place_model(model, run, cfg.model.channels_last)
         run.log.info(f"search: {cfg.data.dataset} ({len(splits.train.labels)} train / {len(splits.val.labels)} val), "

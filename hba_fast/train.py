@@ -31,7 +31,9 @@ from .session import place_model, start_run
 from .trainer import Trainer
 
 
-def train(cfg: Config, schedule: str | None = None, augment: str | None = None) -> dict:
+def evaluation_config(cfg: Config, schedule: str | None, augment: str | None) -> tuple[Config, dict]:
+    """The config a `train` run uses (plain model, no hyper steps, Cutout for every arm but `baseline`) and the
+    extra record written into its run folder's config.yaml."""
     if (schedule is None) == (augment is None):
         raise ConfigError(f"hba-fast train needs exactly one of --schedule schedule.json or --augment NAME "
                           f"({AUGMENT_HELP})")
@@ -42,7 +44,13 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
         model=dataclasses.replace(cfg.model, strategy="none"),
         train=dataclasses.replace(cfg.train, t_val=0),
     )
-    with start_run(cfg, {"evaluate": {"schedule": schedule, "augment": augment}}) as run:
+    return cfg, {"evaluate": {"schedule": schedule, "augment": augment}}
+
+
+def train(cfg: Config, schedule: str | None = None, augment: str | None = None) -> dict:
+    cfg, record = evaluation_config(cfg, schedule, augment)
+    arm = parse_augment(augment) if augment is not None else None
+    with start_run(cfg, record) as run:
         splits = load_splits(cfg.data)
         if schedule is not None:
             probs, mags = read_schedule(schedule)

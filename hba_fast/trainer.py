@@ -7,8 +7,10 @@ One round = `t_train` weight steps, then `t_val` hyper steps:
         phi <- SGD(phi, grad_phi CE(F(x_i; theta(lambda_i)))).
     hyper step  (eq. 11): clean validation batch through theta(lambda) with ONE shared lambda;
         lambda <- Adam(lambda, grad_lambda CE). Only lambda's gradient is computed (torch.autograd.grad).
-        Batch norm uses batch statistics, as in the weight steps, but leaves the running statistics alone
-        (momentum 0 for the step), so validation data never leak into the model's running statistics.
+        Batch norm (train.hyper_bn): `batch` uses batch statistics, as in the weight steps, but leaves the
+        running statistics alone (momentum 0 for the step), so validation data never leak into them; `running`
+        runs the step in eval mode (running statistics), as STN and Delta-STN do.
+        No hyper steps during the first train.hyper_warmup_epochs epochs (lambda stays where it starts).
 
 lambda itself, its Adam optimiser, its per-sample draw and the per-epoch schedule live in `Hyperparams`
 (hyperparams.py); the trainer only computes the losses and asks it to step. Without one (`hyper=None`, and then
@@ -65,6 +67,22 @@ def frozen_bn_statistics(model: nn.Module):
     finally:
         for m, momentum in saved:
             m.momentum = momentum
+
+
+@contextlib.contextmanager
+def hyper_bn_mode(model: nn.Module, mode: str):
+    """Batch norm in the hyper step: `batch` (batch statistics, running ones frozen) or `running` (eval mode)."""
+    if mode == "batch":
+        with frozen_bn_statistics(model):
+            yield
+        return
+    assert mode == "running", mode
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 CHECKPOINT_FORMAT = 2  # the layout of Trainer.state_dict(); older checkpoints are refused
@@ -151,7 +169,7 @@ class Trainer:
     def hyper_step(self) -> None:
         """Eq. 11: one Adam step on lambda from a clean validation batch through theta(lambda)."""
         batch = self.pipeline.val_batch()
-        with frozen_bn_statistics(self.model):
+        with hyper_bn_mode(self.model, self.cfg.hyper_bn):
             loss = self._loss(batch.images, batch.labels, self.hyper.lam)
         self.hyper.step(loss, self._all_reduce)
         self._val_loss.add(loss)
@@ -181,7 +199,7 @@ class Trainer:
             for i, batch in enumerate(itertools.islice(self.pipeline.train_epoch(self.epoch), self.steps_per_epoch)):
                 self.weight_step(batch)
                 seen += batch.labels.shape[0] * self.world
-                if self.step % self.cfg.t_train == 0:
+                if self.step % self.cfg.t_train == 0 and self.epoch >= self.cfg.hyper_warmup_epochs:
                     for _ in range(self.cfg.t_val):
                         self.hyper_step()
                 if self.step % self.cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
