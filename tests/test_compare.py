@@ -97,3 +97,28 @@ def test_compare_end_to_end_resume_and_refusal(tmp_path, capsys):
     assert _compare(out, "baseline", 1, "optim.lr=0.2") == 2
     err = capsys.readouterr().err
     assert "optim.lr" in err and "run.out_dir" in err
+
+
+@pytest.mark.slow
+def test_compare_with_torchrun_two_processes(tmp_path):
+    """Every pair runs on both ranks in turn; rank 0 alone writes each result and the table."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun")
+    cmd = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    cmd += ["--standalone", "--nproc_per_node=2", "-m", "hba_fast.cli", "compare", str(TINY),
+            "--arms", "baseline,randaugment", "--seeds", "1"]
+    for item in [*SMALLER, f"run.out_dir={tmp_path}"]:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("(2 process(es))") == 2  # both pairs ran in the one process group
+    doc = json.loads((tmp_path / "compare.json").read_text())
+    assert [r["arm"] for r in doc["summary"]] == ["baseline", "randaugment"]
+    for arm in ("baseline", "randaugment"):
+        rows = [json.loads(line) for line in (tmp_path / arm / "seed0" / "metrics.jsonl").read_text().splitlines()]
+        assert sum(r["kind"] == "final" for r in rows) == 1
