@@ -2,13 +2,15 @@
 # The CPU fidelity study of docs/results/fidelity-cpu.md (issue 9, section 5), exactly as it ran.
 # Real CIFAR-10 rebuilt from ../shared/data (about 90% of its images are JPEG-75 copies, so absolute errors are not
 # the published ones), the reduced split of the paper (4,000 train / 10,000 val, data.split_seed 0), wrn-10-2
-# (0.30M parameters: WRN-16-2 would take about twice as long), 20 epochs, one thread per process
+# (0.30M parameters: WRN-16-2 would take about twice as long), 15 epochs, one thread per process
 # (OMP_NUM_THREADS=1: on a shared 2-core machine two threads lose more to waiting than they gain), nice 10. Every evaluation arm trains on the same 4,000 images the search trained on.
 #
 #   bash docs/results/fidelity-cpu.sh data       # rebuild CIFAR-10 into $DATA (about 10 s)
-#   bash docs/results/fidelity-cpu.sh arms-a     # baseline, cutout x 3 seeds          } may run at the same time
-#   bash docs/results/fidelity-cpu.sh arms-b     # autoaugment, randaugment x 3 seeds   }
-#   bash docs/results/fidelity-cpu.sh search     # the HBA search, then its schedule x 3 seeds
+#   bash docs/results/fidelity-cpu.sh arm baseline      # one arm x 3 seeds; the four arms and the search
+#   bash docs/results/fidelity-cpu.sh arm cutout        #   ran at the same time, one process each
+#   bash docs/results/fidelity-cpu.sh arm autoaugment
+#   bash docs/results/fidelity-cpu.sh arm randaugment
+#   bash docs/results/fidelity-cpu.sh search            # the HBA search, then its schedule x 3 seeds
 #   bash docs/results/fidelity-cpu.sh table      # every pair is finished: read back, compare.md / .json / .png
 # Each step resumes where it stopped when run again.
 set -euo pipefail
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/../.."
 DATA=${DATA:-/work/data/cifar10}
 OUT=${OUT:-/work/runs-9}
 export OMP_NUM_THREADS=1 PYTHONPATH=$PWD
-EPOCHS=20
+EPOCHS=15
 MODEL=wrn-10-2
 COMMON=(--set "data.path=$DATA" --set data.num_train=4000 --set data.num_val=10000 --set data.split_seed=0
         --set "model.name=$MODEL" --set "train.epochs=$EPOCHS" --set train.device=cpu --set run.progress=false)
@@ -24,11 +26,10 @@ EVAL=(configs/eval-cifar10.yaml "${COMMON[@]}" --set "run.out_dir=$OUT/fidelity"
 ARMS_ALL="baseline,cutout,autoaugment,randaugment,schedule:$OUT/fidelity-search/schedule.json"
 case "${1:-}" in
   data)   python ../shared/data/build_cifar10.py "$DATA" ;;
-  arms-a) nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --arms baseline,cutout ;;
-  arms-b) nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --arms autoaugment,randaugment ;;
+  arm)    nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --arms "$2" ;;
   search) nice -n 10 python -m hba_fast.cli search configs/cifar10-reduced.yaml "${COMMON[@]}" \
             --set "run.out_dir=$OUT/fidelity-search" --set train.eval_every=5
           nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --arms "schedule:$OUT/fidelity-search/schedule.json" ;;
   table)  python -m hba_fast.cli compare "${EVAL[@]}" --arms "$ARMS_ALL" ;;
-  *) echo "usage: $0 data|arms-a|arms-b|search|table"; exit 2 ;;
+  *) echo "usage: $0 data|arm NAME|search|table"; exit 2 ;;
 esac
