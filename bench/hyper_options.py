@@ -52,6 +52,7 @@ VARIANTS = {  # name -> the settings that differ from REFERENCE
     "running+bias_u=1": {"train.hyper_bn": "running", "model.hyper_bn_bias_u": 1.0},
     "v_std=0.1": {"model.hyper_bn_v_std": 0.1},
     "warmup=2": {"train.hyper_warmup_epochs": 2},
+    "chosen": {"train.hyper_bn": "running", "model.hyper_bn_bias_u": 1.0},
 }
 
 
@@ -146,7 +147,8 @@ def schedule_shape(entry: dict) -> dict:
     return {"mag_sum": round(norm, 3), "prob_ratio": round(float(per_op.max() / per_op.min().clamp(min=1e-9)), 2)}
 
 
-def run_variant(name: str, settings: dict, args) -> dict:
+def _setup(name: str, settings: dict, args):
+    """A search with `settings` over REFERENCE: (trainer, fixed signal batches, held-out quality batches, run dir)."""
     overrides = [f"{k}={v}" for k, v in {**REFERENCE, **settings}.items()]
     overrides += [f"data.path={args.data}", f"model.name={args.model}", f"train.epochs={args.epochs}",
                   "train.eval_every=0", "train.device=cpu", "run.progress=false", f"train.seed={args.seed}",
@@ -175,10 +177,15 @@ def run_variant(name: str, settings: dict, args) -> dict:
     start = args.signal_batches * bs
     q_batches = [clean(slice(s, min(s + 500, len(val.labels)))) for s in range(start, len(val.labels), 500)]
 
+    return Trainer(model, pipeline, run, cfg.optim, cfg.train, hyper), sig_batches, q_batches, out
+
+
+def run_variant(name: str, settings: dict, args) -> dict:
+    trainer, sig_batches, q_batches, out = _setup(name, settings, args)
+    model, hyper = trainer.model, trainer.hyper
     lam0 = hyper.lam.detach().clone()
     t0 = time.time()
     res = {"variant": name, "settings": {**REFERENCE, **settings}, "signal_init": signal(model, hyper.lam, sig_batches)}
-    trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, hyper)
     trainer.fit()
     lam = hyper.lam.detach()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -198,6 +205,44 @@ def run_variant(name: str, settings: dict, args) -> dict:
     return res
 
 
+def run_trajectory(name: str, settings: dict, args) -> dict:
+    """The warm-up question: the mean lambda-gradient (both BN modes) at every epoch boundary of one search, and
+    how its direction relates to the next epoch's and to the last one's: hyper steps taken before the direction
+    settles push lambda where later gradients do not."""
+    trainer, sig_batches, _, _ = _setup(name + "-trajectory", settings, args)
+    grads: list[dict] = []
+
+    def snapshot():
+        grads.append({mode: lam_gradients(trainer.model, trainer.hyper.lam, sig_batches, mode)[0]
+                      for mode in ("batch", "running")})
+
+    end_epoch = trainer._end_epoch
+
+    def end_epoch_then_snapshot(images_per_s):
+        end_epoch(images_per_s)
+        snapshot()
+
+    snapshot()
+    trainer._end_epoch = end_epoch_then_snapshot
+    t0 = time.time()
+    trainer.fit()
+    rows = []
+    for e, g in enumerate(grads):
+        row = {"epoch_boundary": e}
+        for mode in ("batch", "running"):
+            k, mean = g[mode].shape[0], g[mode].mean(0)
+            total = g[mode].sum(0)
+            row[f"{mode}_loo_cos"] = round(sum(_cos(g[mode][i], (total - g[mode][i]) / (k - 1))
+                                               for i in range(k)) / k, 3)
+            if e + 1 < len(grads):
+                row[f"{mode}_cos_next"] = round(_cos(mean, grads[e + 1][mode].mean(0)), 3)
+            row[f"{mode}_cos_last"] = round(_cos(mean, grads[-1][mode].mean(0)), 3)
+        row["modes_cos"] = round(_cos(g["batch"].mean(0), g["running"].mean(0)), 3)
+        rows.append(row)
+    return {"variant": name + " (trajectory)", "settings": {**REFERENCE, **settings}, "trajectory": rows,
+            "seconds": round(time.time() - t0, 1)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="folder holding cifar-10-batches-py/ (build_cifar10.py)")
@@ -209,6 +254,8 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--work", default="runs/hyper-options")
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--trajectory", action="store_true", help="the gradient at every epoch boundary instead "
+                   "(run_trajectory), for the warm-up question")
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = []
@@ -217,11 +264,15 @@ def main() -> None:
         "environment": {**environment(torch.device("cpu")), "cpu": platform.processor() or platform.machine(),
                         "threads": torch.get_num_threads()}, "results": results}
     for name in args.variants.split(","):
-        r = run_variant(name, VARIANTS[name], args)
+        r = (run_trajectory if args.trajectory else run_variant)(name, VARIANTS[name], args)
         results.append(r)
         print(json.dumps(r), flush=True)
         if args.out:
             Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    if args.trajectory:
+        for r in results:
+            print(f"\n{r['variant']}: " + json.dumps(r["trajectory"], indent=1))
+        return
     print("\n| variant | loo_cos batch / running (init -> end) | modes_cos (end) | top5 shared | shift share "
           "(end, batch) | lam moved max / mean | prob ratio | mag sum (peak / last) | hypernet val loss / error |")
     print("|---|---|---|---|---|---|---|---|---|")
