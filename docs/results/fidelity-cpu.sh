@@ -12,7 +12,8 @@
 #   bash docs/results/fidelity-cpu.sh arm randaugment
 #   bash docs/results/fidelity-cpu.sh search            # the HBA search, then its schedule x 3 seeds
 #   bash docs/results/fidelity-cpu.sh table      # every pair is finished: read back, compare.md / .json / .png
-# Each step resumes where it stopped when run again.
+# Each step resumes where it stopped when run again. The search states the hyper-step options it ran with
+# (docs/results/hyper-options-cpu.md; they are the defaults now).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-/work/data/cifar10}
@@ -28,7 +29,8 @@ case "${1:-}" in
   data)   python ../shared/data/build_cifar10.py "$DATA" ;;
   arm)    nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --arms "$2" ;;
   search) nice -n 10 python -m hba_fast.cli search configs/cifar10-reduced.yaml "${COMMON[@]}" \
-            --set "run.out_dir=$OUT/fidelity-search" --set train.eval_every=5
+            --set "run.out_dir=$OUT/fidelity-search" --set train.eval_every=5 \
+            --set train.hyper_bn=running --set model.hyper_bn_bias_u=1.0 --set train.hyper_warmup_epochs=1
           nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --arms "schedule:$OUT/fidelity-search/schedule.json" ;;
   table)  python -m hba_fast.cli compare "${EVAL[@]}" --arms "$ARMS_ALL" ;;
   *) echo "usage: $0 data|arm NAME|search|table"; exit 2 ;;
