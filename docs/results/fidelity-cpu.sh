@@ -10,7 +10,10 @@
 #   bash docs/results/fidelity-cpu.sh arm cutout        #   ran at the same time, one process each
 #   bash docs/results/fidelity-cpu.sh arm autoaugment
 #   bash docs/results/fidelity-cpu.sh arm randaugment
-#   bash docs/results/fidelity-cpu.sh search            # the HBA search, then its schedule x 3 seeds
+#   bash docs/results/fidelity-cpu.sh search            # the HBA search
+#   bash docs/results/fidelity-cpu.sh schedule 0        # then its schedule, seeds 0, 1, 2 at the same time: each
+#   bash docs/results/fidelity-cpu.sh schedule 1        #   is the run `compare` would make for that pair (same
+#   bash docs/results/fidelity-cpu.sh schedule 2        #   folder and config), so `table` reads them back
 #   bash docs/results/fidelity-cpu.sh table      # every pair is finished: read back, compare.md / .json / .png
 # Each step resumes where it stopped when run again. The search states the hyper-step options it ran with
 # (docs/results/hyper-options-cpu.md; they are the defaults now).
@@ -30,8 +33,10 @@ case "${1:-}" in
   arm)    nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --arms "$2" ;;
   search) nice -n 10 python -m hba_fast.cli search configs/cifar10-reduced.yaml "${COMMON[@]}" \
             --set "run.out_dir=$OUT/fidelity-search" --set train.eval_every=5 \
-            --set train.hyper_bn=running --set model.hyper_bn_bias_u=1.0 --set train.hyper_warmup_epochs=1
-          nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --arms "schedule:$OUT/fidelity-search/schedule.json" ;;
+            --set train.hyper_bn=running --set model.hyper_bn_bias_u=1.0 --set train.hyper_warmup_epochs=1 ;;
+  schedule) nice -n 10 python -m hba_fast.cli train configs/eval-cifar10.yaml "${COMMON[@]}" \
+            --schedule "$OUT/fidelity-search/schedule.json" --set "train.seed=$2" \
+            --set "run.out_dir=$OUT/fidelity/schedule-fidelity-search/seed$2" ;;
   table)  python -m hba_fast.cli compare "${EVAL[@]}" --arms "$ARMS_ALL" ;;
-  *) echo "usage: $0 data|arm NAME|search|table"; exit 2 ;;
+  *) echo "usage: $0 data|arm NAME|search|schedule SEED|table"; exit 2 ;;
 esac
