@@ -367,3 +367,25 @@ def test_dali_pipeline_applies_the_ready_draw_with_three_positions(cifar_mini):
         bad = ~np.isclose(images[i], _standardise(x)[0].numpy(), atol=1e-4)
         assert bad.mean() <= 2e-3, f"sample {i}, ops {ops[i]}: {bad.mean():.3%} differ"
     assert Counter(ops.reshape(-1).tolist())[-1] < 16  # Identity is one choice in 14
+
+
+@pytest.mark.gpu
+def test_draws_and_their_static_application_are_sync_free_on_cuda(cifar_mini):
+    """The samplers draw on the device and apply_draw(static=True) runs with CUDA sync checks set to error; the
+    result equals the same draw applied on the CPU."""
+    dev = torch.device("cuda")
+    x = images_of(cifar_mini, 64).to(dev)
+    samplers = [AutoAugmentSampler("cifar10", seed=0), RandAugmentSampler(3, 9, seed=0), TrivialAugmentSampler(seed=0)]
+    for s in samplers:
+        s.sample(64, 0, dev)  # the first call copies the sampler's tables to the device
+    done = []
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for s in samplers:
+            draw = s.sample(64, 0, dev).draw
+            done.append((draw, apply_draw(x, draw, static=True)))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for draw, out in done:
+        cpu_draw = PolicyDraw(*(t.cpu() for t in (draw.slots, draw.ops, draw.mags, draw.k)))
+        assert torch.equal(out.cpu(), apply_draw(x.cpu(), cpu_draw))
