@@ -100,9 +100,9 @@ class ModelConfig:
     channels_last: bool = True  # memory format on CUDA
     kernels: str = field(default="auto", metadata=_range(choices=_kernel_impls))  # hyper-layer impl:
     # auto = fused Triton kernels on CUDA tensors, torch elsewhere; torch = cuDNN/ATen everywhere
-    # HyperBatchNorm2d init (hba_fast.hyper.init_hyper_bn; docs/results/hyper-options-cpu.md says why these):
-    hyper_bn_bias_u: float = field(default=0.0, metadata=_range(-10.0, 10.0))  # constant init of bias_u (phiU of
-    # beta); 0 as nn.BatchNorm2d's beta, so lambda's shift path starts closed (bias_v gets no gradient at step 0)
+    # HyperBatchNorm2d init (hba_fast.hyper.init_hyper_bn; docs/results/hyper-options-cpu.md measures why):
+    hyper_bn_bias_u: float = field(default=1.0, metadata=_range(-10.0, 10.0))  # constant init of bias_u (phiU of
+    # beta), as weight_u = 1; 0 (nn.BatchNorm2d's beta) closes lambda's shift path: bias_v gets no gradient
     hyper_bn_v_std: float = field(default=0.01, metadata=_range(0.0, 10.0))  # std of weight_v, bias_v (phiV) at
     # init, times sqrt(lam_dim) (STN's 0.01: std(phiV lam) = hyper_bn_v_std * rms(lam))
 
@@ -140,9 +140,9 @@ class TrainConfig:
     log_every: int = field(default=20, metadata=_range(1))  # steps between metric lines
     eval_every: int = field(default=1, metadata=_range(0))  # epochs between full validation passes (0: never)
     checkpoint_every: int = field(default=1, metadata=_range(1))  # epochs between checkpoints
-    hyper_bn: str = field(default="batch", metadata=_range(choices=("batch", "running")))  # BN in the hyper step:
-    # batch statistics with the running ones left alone, or eval mode (running statistics, as STN / Delta-STN)
-    hyper_warmup_epochs: int = field(default=0, metadata=_range(0))  # epochs of weight steps before the first
+    hyper_bn: str = field(default="running", metadata=_range(choices=("batch", "running")))  # BN in the hyper
+    # step: eval mode (running statistics, as STN / Delta-STN), or batch statistics with the running ones left alone
+    hyper_warmup_epochs: int = field(default=1, metadata=_range(0))  # epochs of weight steps before the first
     # hyper step (STN trains 5 epochs first); lambda stays at its initial value until then
 
 

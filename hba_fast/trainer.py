@@ -7,9 +7,9 @@ One round = `t_train` weight steps, then `t_val` hyper steps:
         phi <- SGD(phi, grad_phi CE(F(x_i; theta(lambda_i)))).
     hyper step  (eq. 11): clean validation batch through theta(lambda) with ONE shared lambda;
         lambda <- Adam(lambda, grad_lambda CE). Only lambda's gradient is computed (torch.autograd.grad).
-        Batch norm (train.hyper_bn): `batch` uses batch statistics, as in the weight steps, but leaves the
-        running statistics alone (momentum 0 for the step), so validation data never leak into them; `running`
-        runs the step in eval mode (running statistics), as STN and Delta-STN do.
+        Batch norm (train.hyper_bn): `running` (the default) runs the step in eval mode (running statistics), as
+        STN and Delta-STN do; `batch` uses batch statistics, as in the weight steps, but leaves the running
+        statistics alone (momentum 0 for the step), so validation data never leak into them.
         No hyper steps during the first train.hyper_warmup_epochs epochs (lambda stays where it starts).
 
 lambda itself, its Adam optimiser, its per-sample draw and the per-epoch schedule live in `Hyperparams`
