@@ -14,6 +14,10 @@
 #   bash docs/results/fidelity-cpu.sh schedule 0        # then its schedule, seeds 0, 1, 2 at the same time: each
 #   bash docs/results/fidelity-cpu.sh schedule 1        #   is the run `compare` would make for that pair (same
 #   bash docs/results/fidelity-cpu.sh schedule 2        #   folder and config), so `table` reads them back
+#   bash docs/results/fidelity-cpu.sh search-batch      # the same search with train.hyper_bn=batch (the other choice
+#   bash docs/results/fidelity-cpu.sh schedule-batch 0  #   of docs/results/hyper-options-cpu.md), and its schedule
+#   bash docs/results/fidelity-cpu.sh schedule-batch 1  #   x 3 seeds: the test error of the schedules each choice
+#   bash docs/results/fidelity-cpu.sh schedule-batch 2  #   finds
 #   bash docs/results/fidelity-cpu.sh table      # every pair is finished: read back, compare.md / .json / .png
 # Each step resumes where it stopped when run again. The search states the hyper-step options it ran with
 # (docs/results/hyper-options-cpu.md; they are the defaults now).
@@ -28,15 +32,20 @@ COMMON=(--set "data.path=$DATA" --set data.num_train=4000 --set data.num_val=100
         --set "model.name=$MODEL" --set "train.epochs=$EPOCHS" --set train.device=cpu --set run.progress=false)
 EVAL=(configs/eval-cifar10.yaml "${COMMON[@]}" --set "run.out_dir=$OUT/fidelity" --seeds 3)
 ARMS_ALL="baseline,cutout,autoaugment,randaugment,schedule:$OUT/fidelity-search/schedule.json"
+ARMS_ALL="$ARMS_ALL,schedule:$OUT/fidelity-search-batch/schedule.json"
+SEARCH=(configs/cifar10-reduced.yaml "${COMMON[@]}" --set train.eval_every=5 --set model.hyper_bn_bias_u=1.0
+        --set train.hyper_warmup_epochs=1)
 case "${1:-}" in
   data)   python ../shared/data/build_cifar10.py "$DATA" ;;
   arm)    nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --arms "$2" ;;
-  search) nice -n 10 python -m hba_fast.cli search configs/cifar10-reduced.yaml "${COMMON[@]}" \
-            --set "run.out_dir=$OUT/fidelity-search" --set train.eval_every=5 \
-            --set train.hyper_bn=running --set model.hyper_bn_bias_u=1.0 --set train.hyper_warmup_epochs=1 ;;
-  schedule) nice -n 10 python -m hba_fast.cli train configs/eval-cifar10.yaml "${COMMON[@]}" \
-            --schedule "$OUT/fidelity-search/schedule.json" --set "train.seed=$2" \
-            --set "run.out_dir=$OUT/fidelity/schedule-fidelity-search/seed$2" ;;
+  search) nice -n 10 python -m hba_fast.cli search "${SEARCH[@]}" --set train.hyper_bn=running \
+            --set "run.out_dir=$OUT/fidelity-search" ;;
+  search-batch) nice -n 10 python -m hba_fast.cli search "${SEARCH[@]}" --set train.hyper_bn=batch \
+            --set "run.out_dir=$OUT/fidelity-search-batch" ;;
+  schedule|schedule-batch) NAME=fidelity-search${1#schedule}
+          nice -n 10 python -m hba_fast.cli train configs/eval-cifar10.yaml "${COMMON[@]}" \
+            --schedule "$OUT/$NAME/schedule.json" --set "train.seed=$2" \
+            --set "run.out_dir=$OUT/fidelity/schedule-$NAME/seed$2" ;;
   table)  python -m hba_fast.cli compare "${EVAL[@]}" --arms "$ARMS_ALL" ;;
-  *) echo "usage: $0 data|arm NAME|search|schedule SEED|table"; exit 2 ;;
+  *) echo "usage: $0 data|arm NAME|search|schedule SEED|search-batch|schedule-batch SEED|table"; exit 2 ;;
 esac
