@@ -18,6 +18,8 @@
 #   bash docs/results/fidelity-cpu.sh schedule-batch 0  #   of docs/results/hyper-options-cpu.md), and its schedule
 #   bash docs/results/fidelity-cpu.sh schedule-batch 1  #   x 3 seeds: the test error of the schedules each choice
 #   bash docs/results/fidelity-cpu.sh schedule-batch 2  #   finds
+#   bash docs/results/fidelity-cpu.sh long ARM          # why: baseline, cutout, autoaugment and the schedule again
+#   bash docs/results/fidelity-cpu.sh table-long        #   at 45 epochs (one seed each, at the same time)
 #   bash docs/results/fidelity-cpu.sh table      # every pair is finished: read back, compare.md / .json / .png
 # Each step resumes where it stopped when run again. The search states the hyper-step options it ran with
 # (docs/results/hyper-options-cpu.md; they are the defaults now).
@@ -47,5 +49,8 @@ case "${1:-}" in
             --schedule "$OUT/$NAME/schedule.json" --set "train.seed=$2" \
             --set "run.out_dir=$OUT/fidelity/schedule-$NAME/seed$2" ;;
   table)  python -m hba_fast.cli compare "${EVAL[@]}" --arms "$ARMS_ALL" ;;
-  *) echo "usage: $0 data|arm NAME|search|schedule SEED|search-batch|schedule-batch SEED|table"; exit 2 ;;
+  long|table-long) ARMS=${2:-baseline,cutout,autoaugment,schedule:$OUT/fidelity-search/schedule.json}
+          nice -n 10 python -m hba_fast.cli compare "${EVAL[@]}" --set train.epochs=45 \
+            --set "run.out_dir=$OUT/fidelity-45" --seeds 1 --arms "$ARMS" ;;
+  *) echo "usage: $0 data|arm NAME|search|schedule SEED|search-batch|schedule-batch SEED|table|long ARM|table-long"; exit 2 ;;
 esac
