@@ -1,10 +1,11 @@
-"""Command line: `hba-fast search [CONFIG]`, `train CONFIG --schedule F | --augment A`, `export`, `plot` (--help).
+"""Command line: `hba-fast search [CONFIG]`, `train CONFIG --schedule F | --augment A`, `compare CONFIG --arms
+A,B,schedule:F --seeds N`, `export`, `plot` (--help).
 
 With no CONFIG, `search` runs the demo (configs/demo.yaml) on the generated shapes10 dataset. Errors a user
 can fix (config, data, schedule, device, checkpoint, NaN loss, a full disk) are printed as one clear line, exit
 code 2. `hba-fast train` writes into a folder of its own inside run.out_dir (train-schedule, train-baseline,
-train-cutout), so the obvious next step after a search, `hba-fast train CONFIG --schedule RUN/schedule.json`
-with the search's own config, never collides with the search's run folder.
+train-cutout, train-autoaugment, ...), so the obvious next step after a search, `hba-fast train CONFIG --schedule
+RUN/schedule.json` with the search's own config, never collides with the search's run folder.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ EPILOG = """\
 outputs: every run writes into its run folder, run.out_dir (runs/demo for the demo; set it with
   --set run.out_dir=DIR): schedule.json, schedule.png, model.pt, checkpoint.pt, config.yaml,
   environment.json, metrics.jsonl, log.txt. `hba-fast train` writes into RUN.OUT_DIR/train-schedule
-  (or train-baseline, train-cutout): model.pt, result.json (the test error), checkpoint.pt and the logs.
+  (or train-baseline, train-cutout, train-autoaugment, ...): model.pt, result.json (the test error),
+  checkpoint.pt and the logs. `hba-fast compare` writes one such folder per arm and seed, and compare.md/json/png.
 
 resume: a run stopped at any moment (Ctrl-C, a kill, a crash) continues from its last checkpoint (written at
   the end of every epoch) when the same command is run again, and ends where an uninterrupted run would.
@@ -33,8 +35,9 @@ resume: a run stopped at any moment (Ctrl-C, a kill, a crash) continues from its
 
 
 def _train_folder(cfg, schedule: str | None, augment: str | None):
-    """`hba-fast train` runs in RUN.OUT_DIR/train-<schedule|baseline|cutout>, not in the search's folder."""
-    out = Path(cfg.run.out_dir) / f"train-{'schedule' if schedule else augment}"
+    """`hba-fast train` runs in RUN.OUT_DIR/train-<schedule|AUGMENT>, not in the search's folder."""
+    name = "schedule" if schedule else str(augment).replace(":", "-").replace(",", "-")  # randaugment:2,9 -> ...-2-9
+    out = Path(cfg.run.out_dir) / f"train-{name}"
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(out)))
 
 
@@ -56,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     p_train.add_argument("config", help="YAML config (data, model, optim, train sections)")
     how = p_train.add_mutually_exclusive_group(required=True)
     how.add_argument("--schedule", help="schedule.json written by `hba-fast search` (or its run folder)")
-    how.add_argument("--augment", choices=("baseline", "cutout"), help="a baseline augmentation instead")
-    for p in (p_search, p_train):
+    how.add_argument("--augment", metavar="NAME", help="a hand-made augmentation instead: baseline | cutout | "
+                     "autoaugment[:cifar10|svhn|imagenet] | randaugment[:N,M] | trivialaugment")
+    p_compare = add_compare_parser(sub)
+    for p in (p_search, p_train, p_compare):
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value (YAML syntax), e.g. --set train.epochs=3")
     _add_export(sub)
@@ -71,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             from .search import search
 
             search(cfg)
+        elif args.command == "compare":
+            run_compare(cfg, args)
         else:
             from .train import train
 
@@ -134,6 +141,22 @@ def _plot(args) -> int:
     plot_arrays(out, probs, mags, title=Path(args.schedule).name)
     print(f"hba-fast: wrote {out}")
     return 0
+
+
+def add_compare_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("compare", help="the evaluation protocol for several augmentations side by side, over seeds")
+    p.add_argument("config", help="YAML config of the evaluation runs (data, model, optim, train, run.out_dir: the "
+                                  "compare folder)")
+    p.add_argument("--arms", required=True, help="comma-separated: baseline, cutout, autoaugment[:cifar10|svhn|"
+                   "imagenet], randaugment[:N,M], trivialaugment, schedule:PATH (a schedule.json; several allowed)")
+    p.add_argument("--seeds", type=int, default=3, help="runs per arm, seeds train.seed + 0..N-1 (default 3)")
+    return p
+
+
+def run_compare(cfg, args) -> None:
+    from .compare import compare
+
+    compare(cfg, args.arms, args.seeds)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,11 @@ class ModelConfig:
     kernels: str = field(default="auto", metadata=_range(choices=_kernel_impls))  # hyper-layer impl:
     # auto = fused Triton kernels on CUDA tensors, torch elsewhere; torch = cuDNN/ATen everywhere
     checkpoint: str | None = None  # local weights file for a torchvision:/timm: model (None: fresh init)
+    # HyperBatchNorm2d init (hba_fast.hyper.init_hyper_bn; docs/results/hyper-options-cpu.md measures why):
+    hyper_bn_bias_u: float = field(default=1.0, metadata=_range(-10.0, 10.0))  # constant init of bias_u (phiU of
+    # beta), as weight_u = 1; 0 (nn.BatchNorm2d's beta) closes lambda's shift path: bias_v gets no gradient
+    hyper_bn_v_std: float = field(default=0.01, metadata=_range(0.0, 10.0))  # std of weight_v, bias_v (phiV) at
+    # init, times sqrt(lam_dim) (STN's 0.01: std(phiV lam) = hyper_bn_v_std * rms(lam))
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,10 @@ class TrainConfig:
     # on with CUDA; on without CUDA runs the same capture-ready round eagerly (hba_fast/graphs.py)
     compile: str = field(default="off", metadata=_range(choices=_compile_modes))  # torch.compile of the model's
     # forward/backward: off | default | max-autotune (without inductor's own CUDA graphs); with or without graphs
+    hyper_bn: str = field(default="running", metadata=_range(choices=("batch", "running")))  # BN in the hyper
+    # step: eval mode (running statistics, as STN / Delta-STN), or batch statistics with the running ones left alone
+    hyper_warmup_epochs: int = field(default=1, metadata=_range(0))  # epochs of weight steps before the first
+    # hyper step (STN trains 5 epochs first); lambda stays at its initial value until then
 
 
 @dataclass(frozen=True)

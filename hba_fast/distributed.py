@@ -18,6 +18,8 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owner: bool = False  # this call joined the process group, so its teardown leaves it (`hba-fast compare` joins
+    # once and runs every (arm, seed) inside, each run's setup finding the group already there)
 
     @property
     def is_main(self) -> bool:
@@ -29,13 +31,14 @@ def setup_distributed() -> Dist:
     if world <= 1:
         return Dist()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not torch.distributed.is_initialized():
+    owner = not torch.distributed.is_initialized()
+    if owner:
         # The device is picked later (train.device may be cpu on a GPU machine): a backend for each device type.
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         torch.distributed.init_process_group(backend=backend)
-    return Dist(rank, world, local_rank)
+    return Dist(rank, world, local_rank, owner)
 
 
 def broadcast_parameters(module: torch.nn.Module, dist: Dist) -> None:
@@ -47,5 +50,5 @@ def broadcast_parameters(module: torch.nn.Module, dist: Dist) -> None:
 
 
 def teardown(dist: Dist) -> None:
-    if dist.world > 1 and torch.distributed.is_initialized():
+    if dist.world > 1 and dist.owner and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

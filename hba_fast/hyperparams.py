@@ -13,10 +13,11 @@ lambda (54,) is the search's one central variable (SPEC 3, paper Algorithm 1). I
       -> `hyper.schedule` is what schedule.py writes to schedule.json.
 
 Samplers answer one question for a pipeline: the per-sample policy of a training batch. They share the
-`Sampler` protocol: `sample(batch_size, epoch, device) -> PolicySample(probs (B, 30), mags (B, 30), lam)`, and
-`set_epoch(epoch, device)`, called at each epoch's start outside the trainer's round, so that `sample` inside a
+`Sampler` protocol: `sample(batch_size, epoch, device) -> PolicySample(probs (B, 30), mags (B, 30), lam, draw)`,
+and `set_epoch(epoch, device)`, called at each epoch's start outside the trainer's round, so that `sample` inside a
 captured round reads only device buffers (a CUDA graph replays kernels, not Python: nothing may depend on a Python
-epoch there).
+epoch there). A sampler hands either PBA's per-sample (probs, mags), from which the pipeline draws the ops, or a
+ready `draw` (`hba_fast.baselines`: AutoAugment, RandAugment, TrivialAugment), which the pipeline applies as it is.
 - `SearchSampler`: lambda_i = lambda + sigma * eps_i around a live lambda; lam (B, 54) is lambda_i itself.
   It reads lambda (detached) at call time, so it follows lambda as Adam moves it; a prefetching pipeline may
   draw a few steps ahead, and hands the trainer the exact lambda_i it used.
@@ -43,13 +44,16 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import nn
 
-from .policy import NUM_SLOTS, SearchSpace
+from .policy import NUM_SLOTS, PolicyDraw, SearchSpace
 
 
 class PolicySample(NamedTuple):
-    probs: torch.Tensor  # (B, 30) slot probabilities in [0, 1]
-    mags: torch.Tensor  # (B, 30) slot magnitudes (0 where an op has none)
+    probs: torch.Tensor | None  # (B, 30) slot probabilities in [0, 1] (None when `draw` is given)
+    mags: torch.Tensor | None  # (B, 30) slot magnitudes, 0 where an op has none (None when `draw` is given)
     lam: torch.Tensor | None  # (B, 54) the lambda_i these were decoded from, or None
+    # A ready per-sample draw (ops (B, P), signed mags (B, P)) that the pipeline applies as it is, instead of
+    # drawing PBA's policy from probs/mags: the fixed policies of hba_fast.baselines (AutoAugment, RandAugment, ...).
+    draw: PolicyDraw | None = None
 
 
 class Sampler(Protocol):

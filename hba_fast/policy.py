@@ -132,11 +132,12 @@ LAM_DIM = SearchSpace.lam_dim  # 54: the length of lambda, the default lam_dim o
 
 @dataclass(frozen=True)
 class PolicyDraw:
-    """The ops drawn for each image: position 0 is applied first; -1 / 0 where fewer than two are applied."""
+    """The ops drawn for each image: position 0 is applied first; -1 / 0 where fewer than two are applied.
+    PBA's draw has P = 2 positions; the fixed policies of hba_fast.baselines may have P >= 1 (slots -1 there)."""
 
-    slots: torch.Tensor  # long (B, 2): slot index 0..29 or -1
-    ops: torch.Tensor  # long (B, 2): op index 0..14 or -1
-    mags: torch.Tensor  # float32 (B, 2): signed magnitudes (0 where no op or no magnitude)
+    slots: torch.Tensor  # long (B, P): slot index 0..29 or -1
+    ops: torch.Tensor  # long (B, P): op index 0..14 or -1
+    mags: torch.Tensor  # float32 (B, P): signed magnitudes (0 where no op or no magnitude)
     k: torch.Tensor  # long (B,): the drawn K in {0, 1, 2} (applied ops <= K)
 
 
@@ -196,23 +197,26 @@ def apply_draw(
     static: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Apply the drawn ops to uint8 images (B, 3, H, W), position 0 then position 1.
+    """Apply the drawn ops to uint8 images (B, 3, H, W), position 0 then position 1 (then any further ones: a draw
+    may hold P >= 1 positions, e.g. RandAugment's N ops; PBA's have two).
 
-    Cutout's centres are drawn for the whole batch up front (two (B, 2) draws from `generator`), so both forms
+    Cutout's centres are drawn for the whole batch up front (P (B, 2) draws from `generator`), so both forms
     consume the same random numbers and give identical results. static=False runs each op on the images that
     drew it (data-dependent shapes, host syncs); static=True runs `mixed_ops.apply_positions`: fixed shapes and
     work whatever was drawn, no host syncs, capturable in a CUDA graph (Triton kernels on CUDA).
     """
     check_images(images)
     b, _, h, w = images.shape
-    if draw.ops.shape != (b, MAX_OPS) or draw.mags.shape != (b, MAX_OPS):
-        raise ValueError(f"draw must hold ops and mags of shape ({b}, {MAX_OPS}), got {tuple(draw.ops.shape)}")
-    centres = [cutout_centres(b, h, w, generator, images.device) for _ in range(MAX_OPS)]  # 2 x (B, 2)
-    ops, mags = draw.ops.to(images.device), draw.mags.to(images.device).float()  # (B, 2)
+    positions = draw.ops.shape[1] if draw.ops.dim() == 2 else 0
+    if draw.ops.shape != (b, positions) or draw.mags.shape != (b, positions) or positions < 1:
+        raise ValueError(f"draw must hold ops and mags of shape ({b}, P >= 1) (P = {MAX_OPS} for PBA's policy), "
+                         f"got {tuple(draw.ops.shape)} and {tuple(draw.mags.shape)}")
+    centres = [cutout_centres(b, h, w, generator, images.device) for _ in range(positions)]  # P x (B, 2)
+    ops, mags = draw.ops.to(images.device), draw.mags.to(images.device).float()  # (B, P)
     if static:
         return apply_positions(images.contiguous(), ops, mags, centres)
     out = images
-    for pos in range(MAX_OPS):
+    for pos in range(positions):
         out = _apply_position_indexed(out, ops[:, pos], mags[:, pos], centres[pos], generator)
     return out
 

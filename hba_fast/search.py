@@ -16,7 +16,7 @@ import torch
 from .atomic import save_torch
 from .config import Config, ConfigError
 from .datasets import load_splits
-from .hyper import set_hyper_impl
+from .hyper import init_hyper_bn, set_hyper_impl
 from .hyperparams import Hyperparams
 from .models import build_model, materialize
 from .pipelines import build_pipeline
@@ -42,6 +42,7 @@ def search(cfg: Config) -> Path:
                                   seed=cfg.train.seed)
         model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim,
                             checkpoint=cfg.model.checkpoint)
+        init_hyper_bn(model, cfg.model.hyper_bn_bias_u, cfg.model.hyper_bn_v_std)
         set_hyper_impl(model, cfg.model.kernels)
         model, channels_last = place_model(model, run, cfg.model.channels_last)
         n = pipeline.sizes  # images in use, undecodable ones dropped

@@ -7,8 +7,10 @@ One round = `t_train` weight steps, then `t_val` hyper steps:
         phi <- SGD(phi, grad_phi CE(F(x_i; theta(lambda_i)))).
     hyper step  (eq. 11): clean validation batch through theta(lambda) with ONE shared lambda;
         lambda <- Adam(lambda, grad_lambda CE). Only lambda's gradient is computed (torch.autograd.grad).
-        Batch norm uses batch statistics, as in the weight steps, but leaves the running statistics alone
-        (momentum 0 for the step), so validation data never leak into the model's running statistics.
+        Batch norm (train.hyper_bn): `running` (the default) runs the step in eval mode (running statistics), as
+        STN and Delta-STN do; `batch` uses batch statistics, as in the weight steps, but leaves the running
+        statistics alone (momentum 0 for the step), so validation data never leak into them.
+        No hyper steps during the first train.hyper_warmup_epochs epochs (lambda stays where it starts).
 
 lambda itself, its Adam optimiser, its per-sample draw and the per-epoch schedule live in `Hyperparams`
 (hyperparams.py); the trainer only computes the losses and asks it to step. Without one (`hyper=None`, and then
@@ -79,6 +81,22 @@ def frozen_bn_statistics(model: nn.Module):
     finally:
         for m, momentum in saved:
             m.momentum = momentum
+
+
+@contextlib.contextmanager
+def hyper_bn_mode(model: nn.Module, mode: str):
+    """Batch norm in the hyper step: `batch` (batch statistics, running ones frozen) or `running` (eval mode)."""
+    if mode == "batch":
+        with frozen_bn_statistics(model):
+            yield
+        return
+    assert mode == "running", mode
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 CHECKPOINT_FORMAT = 2  # the layout of Trainer.state_dict(); older checkpoints are refused
@@ -185,7 +203,7 @@ class Trainer:
 
     def hyper_step(self, batch: Batch) -> None:
         """Eq. 11: one Adam step on lambda from a clean validation batch through theta(lambda)."""
-        with frozen_bn_statistics(self.model):
+        with hyper_bn_mode(self.model, self.cfg.hyper_bn):
             loss = self._loss(batch.images, batch.labels, self.hyper.lam)
         self.hyper.step(loss, self._all_reduce)
         self._val_loss.add(loss)
@@ -230,12 +248,14 @@ class Trainer:
 
     def rounds_of_epoch(self):
         """(weight steps, hyper steps) of each round of this epoch: a hyper step after every t_train-th weight step
-        of the run, so an epoch may start with the rest of a round and end with the start of one."""
+        of the run, so an epoch may start with the rest of a round and end with the start of one; none in the
+        first train.hyper_warmup_epochs epochs."""
         step, end = self.step, self.step + self.steps_per_epoch
+        t_val = self.cfg.t_val if self.epoch >= self.cfg.hyper_warmup_epochs else 0
         while step < end:
             n_weight = min(self.cfg.t_train - step % self.cfg.t_train, end - step)
             step += n_weight
-            yield n_weight, (self.cfg.t_val if step % self.cfg.t_train == 0 else 0)
+            yield n_weight, (t_val if step % self.cfg.t_train == 0 else 0)
 
     def run_round(self, n_weight: int, n_hyper: int) -> None:
         """Fill the feed's buffers for the next round, then run it (a CUDA graph replay when it is captured)."""

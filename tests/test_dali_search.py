@@ -14,6 +14,7 @@ from hba_fast.search import search
 def test_search_step_fed_by_dali(tmp_path):
     cfg = load_config(None, ["data.backend=dali", "data.num_train=96", "data.num_val=64", "data.num_test=64",
                              "data.batch_size=16", "data.num_threads=2", "train.epochs=1", "train.steps_per_epoch=4",
+                             "train.hyper_warmup_epochs=0",
                              "optim.hyper_lr=0.1", "run.progress=false", f"run.out_dir={tmp_path}"])
     out = search(cfg)
     assert "DaliPipeline" in (out / "log.txt").read_text()

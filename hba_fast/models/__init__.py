@@ -1,4 +1,5 @@
-"""Model zoo with hyper-layers: WRN-40-2, WRN-28-10 (32x32), ResNet-50 (ImageNet), WRN-16-2 (small, CPU demo).
+"""Model zoo with hyper-layers: WRN-40-2, WRN-28-10 (32x32), ResNet-50 (ImageNet), WRN-16-2 (small, CPU demo), and
+the evaluation models Shake-Shake 26 2x{32,96,112}d and PyramidNet-272 + ShakeDrop (32x32).
 
     build_model(name, num_classes, strategy="first_bn", lam_dim=LAM_DIM (54)) -> nn.Module, forward(x, lam=None)
     materialize(model, lam) -> plain model theta(lam) (strategy "none")

@@ -20,9 +20,11 @@ from torch import Tensor, nn
 
 from hba_fast.hyper import HyperModule
 from hba_fast.models.external import ModelNames, build_external, is_external
+from hba_fast.models.pyramidnet import pyramidnet_272_200
 from hba_fast.models.resnet import resnet_50
+from hba_fast.models.shake_shake import shake_shake_26_2x32d, shake_shake_26_2x96d, shake_shake_26_2x112d
 from hba_fast.models.strategy import STRATEGIES
-from hba_fast.models.wrn import wrn_16_2, wrn_28_10, wrn_40_2
+from hba_fast.models.wrn import wrn_10_2, wrn_16_2, wrn_28_10, wrn_40_2
 from hba_fast.policy import LAM_DIM
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -30,6 +32,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn-28-10": wrn_28_10,  # CIFAR / SVHN, 32x32
     "resnet-50": resnet_50,  # ImageNet, 224x224
     "wrn-16-2": wrn_16_2,  # small: the CPU demo and tests
+    "wrn-10-2": wrn_10_2,  # tiny: CPU studies (docs/results/fidelity-cpu.md)
+    "shake-shake-26-2x32d": shake_shake_26_2x32d,  # evaluation models of the paper's Table 4 (32x32)
+    "shake-shake-26-2x96d": shake_shake_26_2x96d,
+    "shake-shake-26-2x112d": shake_shake_26_2x112d,
+    "pyramidnet-272-200": pyramidnet_272_200,  # PyramidNet (bottleneck, alpha 200) + ShakeDrop
 }
 # What model.name accepts: the registry, and any torchvision:NAME / timm:NAME (models/external.py).
 MODEL_NAMES = ModelNames((*MODELS, "torchvision:<name>", "timm:<name>"))

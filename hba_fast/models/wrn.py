@@ -85,3 +85,9 @@ def wrn_28_10(num_classes: int, strategy: str = "none", lam_dim: int = LAM_DIM) 
 def wrn_16_2(num_classes: int, strategy: str = "none", lam_dim: int = LAM_DIM) -> WideResNet:
     """A small WRN (0.69M parameters) for the CPU demo and quick experiments; not a paper model."""
     return WideResNet(16, 2, num_classes, strategy, lam_dim)
+
+
+def wrn_10_2(num_classes: int, strategy: str = "none", lam_dim: int = LAM_DIM) -> WideResNet:
+    """A tiny WRN (one block per group, 0.30M parameters, about half the compute of WRN-16-2) for studies on a
+    CPU (docs/results/fidelity-cpu.md); not a paper model."""
+    return WideResNet(10, 2, num_classes, strategy, lam_dim)

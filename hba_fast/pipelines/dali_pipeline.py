@@ -4,8 +4,9 @@ Graph of an augmented training batch (HWC uint8 until the final normalisation; "
 CUDA device, the same graph with CPU operators otherwise):
 
     images: external_source (in-memory arrays)  |  readers.file -> decoders.image_random_crop -> resize
-    draw:   external_source ops (2,), mags (2,), affine matrices (2, 2, 3), lam (54,) per sample (`draw_policy`)
-    for position in (0, 1): img = OP[ops[position]](img, mags[position])       (DALI conditionals, dali_ops)
+    draw:   external_source ops (P,), mags (P,), affine matrices (P, 2, 3), lam (54,) per sample (`draw_policy`,
+            or a fixed policy's ready draw; P = 2, or more for RandAugment's N)
+    for position in 0..P-1: img = OP[ops[position]](img, mags[position])       (DALI conditionals, dali_ops)
     recipe  the steps its `recipes.RECIPES` record turns on, in the torch path's order (`_recipe_tail`):
             random crop (crop_pad, zero fill), flip, colour jitter (jitter), PCA lighting (lighting_std),
             standardise (CHW float), Cutout (cutout_size, fill 0); e.g. cifar: crop, flip, standardise, Cutout;
@@ -44,6 +45,7 @@ from .dali_readers import (
     draw_policy,
     epoch_order,
     identity_draw,
+    ready_draw,
     scan_jpegs,
 )
 from .recipes import PCA_EIGVAL, PCA_EIGVEC, get_recipe, resolve_recipe
@@ -147,6 +149,8 @@ class DaliPipeline:
         # Whether the sampler hands back lambda_i (a SearchSampler does, a ScheduleSampler gives None): batches
         # carry lam only then (the pipeline itself always streams a (B, 54) lam, zeros without one).
         self._hands_lam = sampler is not None
+        # Op positions in the graph: PBA's two, or more for a fixed policy that tries more (RandAugment's N).
+        self.positions = max(2, getattr(sampler, "positions", 2))
         self._val_pipe, self._val_step = None, 0
         log.info("DALI pipeline: %s operators, recipe %s, shard %d/%d, %d steps/epoch", self.dali_device,
                  self.recipe, self.rank, self.world, self.steps_per_epoch)
@@ -168,8 +172,10 @@ class DaliPipeline:
             draw, lam = identity_draw(batch), np.zeros((batch, LAM_DIM), np.float32)
         else:
             sample = self.sampler.sample(batch, epoch, torch.device("cpu"))
-            probs, mags = sample.probs.float().cpu().numpy(), sample.mags.float().cpu().numpy()
-            draw = draw_policy(probs, mags, seed)
+            if sample.draw is not None:  # a fixed policy's ready draw (baselines.py), padded to the graph's positions
+                draw = ready_draw(sample.draw, self.positions)
+            else:
+                draw = draw_policy(sample.probs.float().cpu().numpy(), sample.mags.float().cpu().numpy(), seed)
             self._hands_lam = sample.lam is not None
             lam = sample.lam.float().cpu().numpy() if self._hands_lam else np.zeros((batch, LAM_DIM), np.float32)
         matrices = affine_matrices(draw["ops"], draw["mags"], *self.policy_hw)  # (B, 2, 2, 3)
@@ -202,7 +208,7 @@ class DaliPipeline:
                 img = fn.resize(img, size=[self.size, self.size])
             ops, mags, matrices, lam = fn.external_source(source=policy, num_outputs=4, batch=True,
                                                           dtype=[types.INT32, types.FLOAT, types.FLOAT, types.FLOAT])
-            for pos in range(2):
+            for pos in range(self.positions):
                 img = apply_op_by_index(img, ops[pos], mags[pos], matrices[pos])
             out = _recipe_tail(img, self.recipe, self.mean, self.std, dev, self.cutout)
             return out, labels, lam, ops, mags

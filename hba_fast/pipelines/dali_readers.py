@@ -36,6 +36,19 @@ def draw_policy(probs: np.ndarray, mags: np.ndarray, seed: int | Sequence[int]) 
             "slots": d.slots.numpy().astype(np.int32), "k": d.k.numpy().astype(np.int32)}
 
 
+def ready_draw(draw, positions: int) -> dict[str, np.ndarray]:
+    """A fixed policy's `PolicyDraw` (hba_fast.baselines) as `draw_policy`'s arrays, padded with no-op positions
+    (-1 / 0) to `positions` columns."""
+    ops, mags = draw.ops.cpu().numpy().astype(np.int32), draw.mags.cpu().numpy().astype(np.float32)
+    b, p = ops.shape
+    assert p <= positions, f"the draw has {p} positions, the DALI graph {positions}"
+    pad = positions - p
+    ops = np.concatenate([ops, np.full((b, pad), -1, np.int32)], 1)
+    mags = np.concatenate([mags, np.zeros((b, pad), np.float32)], 1)
+    return {"ops": ops, "mags": mags, "slots": np.full((b, positions), -1, np.int32),
+            "k": (ops >= 0).sum(1).astype(np.int32)}
+
+
 def identity_draw(batch: int) -> dict[str, np.ndarray]:
     """The draw of a run without a policy: no op anywhere."""
     return {"ops": np.full((batch, 2), -1, np.int32), "mags": np.zeros((batch, 2), np.float32),

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..datasets import DataError, ImageSet, Splits, with_images
-from ..policy import apply_policy, static_form
+from ..policy import apply_draw, apply_policy, static_form
 from . import recipes
 from .base import Batch
 from .round_feed import HostStager
@@ -124,7 +124,10 @@ class TorchPipeline:
         if self.sampler is not None:
             sample = self.sampler.sample(images.shape[0], epoch, self.device)
             static = self.static_policy if static is None else static
-            images = apply_policy(images, sample.probs, sample.mags, generator=g, static=static)
+            if sample.draw is not None:  # a fixed policy's ready draw (baselines.py)
+                images = apply_draw(images, sample.draw, static=static, generator=g)
+            else:
+                images = apply_policy(images, sample.probs, sample.mags, generator=g, static=static)
             lam = sample.lam
         return recipes.post_policy(self.recipe, images, self.mean, self.std, g, self.cutout), lam
 
