@@ -242,6 +242,12 @@ class _DrawSampler:
             self._tables[key] = tuple(t.to(device) for t in self._tensors())
         return self._tables[key], self._gens[key]
 
+    def set_epoch(self, epoch: int, device: torch.device | str) -> None:
+        self._on(torch.device(device))  # tables and generator on the device before any (captured) round
+
+    def generators(self, device: torch.device | str) -> list[torch.Generator]:
+        return [self._on(torch.device(device))[1]]
+
     def sample(self, batch_size: int, epoch: int, device: torch.device | str) -> PolicySample:
         tables, g = self._on(torch.device(device))
         ops, mags = self._draw(batch_size, tables, g)  # (B, P) long, (B, P) float32

@@ -63,6 +63,10 @@ class Sampler(Protocol):
 
     def set_epoch(self, epoch: int, device: torch.device | str) -> None: ...
 
+    def generators(self, device: torch.device | str) -> list[torch.Generator]:
+        """The generators `sample` draws from on `device` (a CUDA graph of the round registers them)."""
+        ...
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -93,6 +97,9 @@ class SearchSampler:
 
     def set_epoch(self, epoch: int, device: torch.device | str) -> None:
         pass  # lambda is live: nothing depends on the epoch
+
+    def generators(self, device: torch.device | str) -> list[torch.Generator]:
+        return [self.generator]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -158,6 +165,9 @@ class ScheduleSampler:
     def entry_index(self, epoch: int) -> int:
         """The schedule entry used at `epoch` (0-based) of a run of `self.epochs` epochs."""
         return stretch_index(epoch, self.schedule_epochs, self.epochs)
+
+    def generators(self, device: torch.device | str) -> list[torch.Generator]:
+        return []  # no randomness of its own: the pipeline draws the ops
 
     def set_epoch(self, epoch: int, device: torch.device | str) -> None:
         """Put `epoch`'s entry into the device's static buffer (a device copy; call it outside captured rounds)."""

@@ -20,7 +20,8 @@ Level -> value (PBA's `float_parameter` / `int_parameter`, PARAMETER_MAX = 10; s
 Our magnitudes are continuous on the ranges of SPEC 3 (TranslateX/Y and Cutout as fractions of the image
 side), so the export rounds each to the nearest level value; values beyond PBA's range (translations above
 9 px, Posterize below 4 bits, Cutout above 18 px, ...) clip. The largest error per op is reported.
-AutoAugment's published policies use the same code and maps with levels 0-10 (`aa_magnitude`).
+AutoAugment's published policies were learned with the same code (hba_fast.baselines maps their levels, with
+the corrected Posterize rule).
 """
 from __future__ import annotations
 
@@ -68,11 +69,6 @@ def level_value(name: str, level: float, image_size: int = PBA_IMAGE_SIZE) -> fl
     if name == "Cutout":
         return i(20) / image_size
     return 0.0  # AutoContrast, Equalize, Invert: no magnitude
-
-
-def aa_magnitude(name: str, level: float, image_size: int = PBA_IMAGE_SIZE) -> float:
-    """AutoAugment's level (0-10) of op `name` as a magnitude in hba-fast's units (same code as PBA's)."""
-    return level_value(name, level, image_size)
 
 
 def _level_table(image_size: int) -> np.ndarray:

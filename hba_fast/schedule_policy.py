@@ -131,19 +131,15 @@ class SchedulePolicy:
         return cls(subpolicies=subs, seed=seed, name=name)
 
     @classmethod
-    def autoaugment(cls, name: str = "cifar10", seed: int | None = None, image_size: int = 32) -> SchedulePolicy:
+    def autoaugment(cls, name: str = "cifar10", seed: int | None = None) -> SchedulePolicy:
         """AutoAugment's published policy `name` (`hba_fast.baselines.AUTOAUGMENT`: cifar10 | svhn | imagenet),
-        its levels (0-10) mapped to magnitudes by AutoAugment's own code (`pba_format.aa_magnitude`)."""
-        try:
-            from .baselines import AUTOAUGMENT
-        except ImportError:
-            raise ConfigError("AutoAugment's policies live in hba_fast.baselines, which this build does not have; "
-                              "use SchedulePolicy.fixed([...]) with the sub-policies, or update hba-fast") from None
-        from .pba_format import aa_magnitude
+        its levels mapped to magnitudes as `hba-fast train --augment autoaugment` maps them (`baselines.AA_LEVELS`),
+        so a user's own training gets the policy hba-fast compared against."""
+        from .baselines import AUTOAUGMENT, aa_magnitude
 
         if name not in AUTOAUGMENT:
             raise ConfigError(f"no AutoAugment policy {name!r}; there are: {', '.join(AUTOAUGMENT)}")
-        subs = [[(op, p, aa_magnitude(op, level, image_size)) for op, p, level in sub] for sub in AUTOAUGMENT[name]]
+        subs = [[(op, p, aa_magnitude(op, level)) for op, p, level in sub] for sub in AUTOAUGMENT[name]]
         return cls.fixed(subs, seed=seed, name=f"autoaugment-{name}")
 
     # ------------------------------------------------------------------------------------------ epochs

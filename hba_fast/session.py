@@ -21,6 +21,7 @@ from torch import nn
 
 from . import atomic
 from .distributed import Dist, broadcast_parameters, setup_distributed, teardown
+from .config import search_only_fields
 from .errors import DeviceError, RunFolderError
 from .runlog import RUN_FILES, RunLog, environment
 
@@ -63,7 +64,7 @@ def check_run_folder(out_dir: Path, config: dict, resume: bool) -> list[str] | N
 
     Returns None when the folder holds no run (this one starts afresh), else the settings this resume changes.
     A resumed run may change only `run.*` and `train.epochs` (to extend it, or to end it earlier than planned but
-    not before the epochs it has done); anything else would continue a run with settings other than the ones its
+    not before the epochs it has done), and a `train` run also the fields only the search reads; anything else would continue a run with settings other than the ones its
     checkpoint was made with."""
     if not (out_dir / "checkpoint.pt").exists():
         return None
@@ -85,10 +86,11 @@ def check_run_folder(out_dir: Path, config: dict, resume: bool) -> list[str] | N
     if saved_kind != kind:
         raise RunFolderError(f"{out_dir} holds a run of `hba-fast {saved_kind}`; `hba-fast {kind}` needs a folder "
                              f"of its own: --set run.out_dir=...")
+    free = {("train", "epochs")} | (search_only_fields() if kind == "train" else set())
     changed = [f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
                for section, fields in config.items() if section != "run"
                for key, value in fields.items()
-               if (section, key) != ("train", "epochs") and saved.get(section, {}).get(key, value) != value]
+               if (section, key) not in free and saved.get(section, {}).get(key, value) != value]
     if changed:
         same = (f"continue it with its own settings (hba-fast search {saved_file})" if kind == "search" else
                 f"continue it with the settings it was made with (see {saved_file})")

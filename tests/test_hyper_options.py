@@ -19,7 +19,7 @@ from hba_fast.trainer import Trainer, hyper_bn_mode
 
 class FakePipeline:
     """Random 16x16 images with per-sample lambda_i; records every validation batch it hands out."""
-    steps_per_epoch = 4
+    steps_per_epoch, batch_size = 4, 8
 
     def __init__(self):
         self.g = torch.Generator().manual_seed(0)
@@ -64,7 +64,7 @@ def test_hyper_step_bn_mode(tmp_path, monkeypatch, mode):
     losses = []
     monkeypatch.setattr(tr.hyper, "step", lambda loss, all_reduce: losses.append(loss.detach()))
     stats = {k: v.clone() for k, v in tr.model.state_dict().items() if "running" in k}
-    tr.hyper_step()
+    tr.hyper_step(tr.pipeline.val_batch())
     assert tr.model.training
     assert all(torch.equal(v, tr.model.state_dict()[k]) for k, v in stats.items())
     batch, lam = tr.pipeline.val[-1], tr.hyper.lam.detach()

@@ -32,7 +32,7 @@ from hba_fast.pipelines.round_feed import HostStager, StagedFeed
 from hba_fast.pipelines.torch_pipeline import TorchPipeline
 from hba_fast.policy import SearchSpace
 from hba_fast.session import Run
-from hba_fast.trainer import Trainer, frozen_bn_statistics, lr_factor
+from hba_fast.trainer import Trainer, hyper_bn_mode, lr_factor
 
 GPU = torch.cuda.is_available()
 
@@ -62,7 +62,7 @@ def _build(tmp_path, strategy="first_bn", model="wrn-16-2", device="cpu", data=N
     pipe = TorchPipeline(data, splits, sampler, device, seed=5)
     net = build_model(model, splits.num_classes, strategy).to(device)
     cfg = TrainConfig(**{"epochs": 2, "t_val": 1 if hyper is not None else 0, "log_every": 1, "eval_every": 0,
-                         **train})
+                         "hyper_warmup_epochs": 0, **train})
     optim = OptimConfig(lr=0.05, warmup_epochs=0.5, hyper_lr=0.05)
     return Trainer(net, pipe, Run.local(tmp_path, device), optim, cfg, hyper)
 
@@ -176,7 +176,7 @@ def test_rounds_make_no_host_sync(tmp_path, strategy):
 def _legacy_fit(tr):
     """The trainer's loop before the sync-free round: Python lr set per step, batches from the pipeline's iterators
     (indexed policy), a hyper step after every t_train-th weight step of the run. The optimisers are of the kinds
-    the trainer now uses (fused SGD, fused Adam on the CPU): HBA's policy draws are discrete (a probability against
+    the trainer now uses (fused SGD, fused Adam on the CPU), batch norm in the mode train.hyper_bn sets: HBA's policy draws are discrete (a probability against
     a uniform number, a magnitude rounded to pixels), so a last-bit difference in lambda can change a later draw and
     the trajectories part; `test_fused_optimisers_match_the_plain_ones` bounds that substitution on its own.
     Returns (losses, lambda after each hyper step)."""
@@ -199,7 +199,7 @@ def _legacy_fit(tr):
             if step % cfg.t_train == 0:
                 for _ in range(cfg.t_val):
                     val = tr.pipeline.val_batch()
-                    with frozen_bn_statistics(model):
+                    with hyper_bn_mode(model, cfg.hyper_bn):
                         vloss = F.cross_entropy(model(val.images, hyper.lam).float(), val.labels)
                     (grad,) = torch.autograd.grad(vloss, [hyper.lam])
                     hyper.lam.grad = grad
@@ -344,8 +344,8 @@ def test_config_fields_and_yaml_words(tmp_path):
 
 def test_rounds_of_an_epoch_follow_the_global_step():
     def rounds(step, spe, t_train, t_val=1):
-        tr = types.SimpleNamespace(step=step, steps_per_epoch=spe, cfg=types.SimpleNamespace(t_train=t_train,
-                                                                                             t_val=t_val))
+        tr = types.SimpleNamespace(step=step, steps_per_epoch=spe, epoch=step // spe,
+                                   cfg=types.SimpleNamespace(t_train=t_train, t_val=t_val, hyper_warmup_epochs=0))
         return list(Trainer.rounds_of_epoch(tr))
 
     assert rounds(0, 3, 2) == [(2, 1), (1, 0)]

@@ -228,8 +228,8 @@ class TorchRoundFeed:
         self._epoch, self._pos = 0, 0
 
     def generators(self) -> list[torch.Generator]:
-        sampler_gen = getattr(self.pipe.sampler, "generator", None)  # a SearchSampler's eps_i
-        return [self.pipe._aug_gen] + ([sampler_gen] if sampler_gen is not None else [])
+        sampler = self.pipe.sampler
+        return [self.pipe._aug_gen] + (sampler.generators(self.pipe.device) if sampler is not None else [])
 
     def start_epoch(self, epoch: int) -> None:
         p = self.pipe
