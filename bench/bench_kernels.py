@@ -19,7 +19,8 @@ Timings: triton.testing.do_bench, median. Printed as ms and TFLOP/s (GB/s for BN
 bench/results/kernels.jsonl) as they are measured (a run stopped by a time limit keeps what it measured), with
 device, versions, git sha (`HBA_GIT_SHA` on a copy without .git) and time, plus per net one summary line (layer
 times weighted by how often each shape occurs) and target rows (`metric`, `value`, `goal`, `cmp`, read by
-bench/summarize.py): geomean over shapes of the speed-up vs two_conv (>= 1.5) and of fused / cudnn_2cout (<= 1.15).
+bench/summarize.py): geomean over shapes of the speed-up vs two_conv and of fused / cudnn_2cout (goals in
+bench/targets.py).
 
     python bench/bench_kernels.py                 # all nets (needs CUDA)
     python bench/bench_kernels.py --nets wrn-40-2 wrn-28-10 --out $OUT/results.jsonl
@@ -31,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -45,7 +45,11 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from targets import goal as target_goal  # noqa: E402
+
 from hba_fast.kernels import hyper_batch_norm, hyper_conv2d, hyper_conv2d_ref
+from hba_fast.runlog import environment as hba_environment
 
 RESULTS = ROOT / "bench" / "results" / "kernels.jsonl"
 # (substring of torch.cuda.get_device_name, dense bf16 TFLOP/s, HBM GB/s); first match wins.
@@ -177,17 +181,11 @@ def bn_cases(B, c, h, dtype, device, memory_format):
 
 
 def environment(device: str) -> dict:
-    import triton
-
-    try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=ROOT, capture_output=True, text=True)
-        sha = git.stdout.strip()
-    except OSError:
-        sha = ""
-    sha = sha or os.environ.get("HBA_GIT_SHA", "")  # a copy of the tree without .git names its commit this way
-    name = torch.cuda.get_device_name() if device == "cuda" else "cpu (TRITON_INTERPRET smoke)"
-    return {"device": name, "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
-            "git_sha": sha or "unknown", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    """This script's environment keys, from the package's one helper (hba_fast.runlog.environment)."""
+    env = hba_environment(device)
+    return {"device": env.get("gpu") or "cpu (TRITON_INTERPRET smoke)", "torch": env["torch"],
+            "triton": env["triton"], "cuda": env["cuda"], "git_sha": env["git_sha"] or "unknown",
+            "git_dirty": env["git_dirty"], "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def peaks(name: str) -> tuple[float | None, float | None]:
@@ -290,14 +288,17 @@ def main(argv=None) -> int:
             for mode in ("fwd", "fwdbwd"):
                 f, t, c, fl = (totals[(i, mode)] for i in ("fused", "two_conv", "cudnn_2cout", "floor"))
                 speedup, vs_cudnn = (geomean([r[i] for r in ratios[mode]]) for i in (0, 1))
+                (g_two, _), (g_cudnn, _) = (target_goal(m, f"{net} {mode}") for m in
+                                            ("kernel_speedup_vs_two_conv", "kernel_fused_over_cudnn"))
                 print(f"# {net} all convs {mode}: fused {f:.2f} ms, two_conv {t:.2f} ms ({t / f:.2f}x), cudnn_2cout "
                       f"{c:.2f} ms (fused/cudnn {f / c:.2f}x), floor {fl:.2f} ms; geomean over shapes: speed-up vs "
-                      f"two_conv {speedup:.2f}x (target >= 1.5), fused/cudnn_2cout {vs_cudnn:.2f}x (target <= 1.15)")
+                      f"two_conv {speedup:.2f}x (target >= {g_two}), fused/cudnn_2cout {vs_cudnn:.2f}x "
+                      f"(target <= {g_cudnn})")
                 records.append({"bench": "hyper_conv_net_total", "net": net, "batch": B, "mode": mode,
                                 "fused_ms": f, "two_conv_ms": t, "cudnn_2cout_ms": c, "floor_ms": fl,
                                 "geomean_speedup_vs_two_conv": speedup, "geomean_fused_over_cudnn": vs_cudnn})
-                for metric, value, goal, cmp in (("kernel_speedup_vs_two_conv", speedup, 1.5, ">="),
-                                                 ("kernel_fused_over_cudnn", vs_cudnn, 1.15, "<=")):
+                for metric, value in (("kernel_speedup_vs_two_conv", speedup), ("kernel_fused_over_cudnn", vs_cudnn)):
+                    goal, cmp = target_goal(metric, f"{net} {mode}")
                     records.append({"bench": "hyper_conv_target", "net": net, "batch": B, "mode": mode,
                                     "metric": metric, "variant": f"{net} {mode}", "value": value, "goal": goal,
                                     "cmp": cmp})

@@ -36,7 +36,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,13 +48,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from targets import goal  # bench/targets.py: issue 12's goals
+
+from hba_fast.hyperparams import ScheduleSampler
 from hba_fast.ops import OPS
-from hba_fast.pipelines.base import PolicySample
+from hba_fast.runlog import environment as hba_environment
 
 RESULTS = ROOT / "bench" / "results" / "pipeline.jsonl"
 WORKLOADS = ("policy32", "policy224", "imagenet", "model")
-POLICY_SHARE_GOAL = 0.05  # issue 12: the policy under 5% of a WRN-40-2 step at batch 128
 PROB, MAG_FRAC = 0.3, 0.5  # the benchmarked policy: every slot at p = 0.3, magnitude mid-range
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -66,43 +68,21 @@ def policy_tensors(device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     return probs, mags
 
 
-class FixedSampler:
-    """The benchmarked policy as a pipeline sampler (no lambda)."""
-
-    def sample(self, batch_size, epoch, device):
-        probs, mags = policy_tensors(device)
-        return PolicySample(probs.expand(batch_size, 30), mags.expand(batch_size, 30), None)
+def fixed_sampler() -> ScheduleSampler:
+    """The benchmarked policy as a pipeline sampler (no lambda): a one-entry schedule, for any number of epochs."""
+    probs, mags = policy_tensors()
+    return ScheduleSampler((probs[None], mags[None]), 1)
 
 
 def environment() -> dict:
+    """This script's environment keys, from the package's one helper (hba_fast.runlog.environment)."""
     import PIL
 
-    info = {"torch": torch.__version__, "pillow": PIL.__version__, "python": platform.python_version(),
-            "cpus": os.cpu_count(), "host": platform.node()}
-    try:
-        import nvidia.dali
-
-        info["dali"] = nvidia.dali.__version__
-    except ImportError:
-        info["dali"] = None
-    try:
-        import torchvision
-
-        info["torchvision"] = torchvision.__version__
-    except ImportError:
-        info["torchvision"] = None
-    info["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    info["torch_threads"] = torch.get_num_threads()
-    try:
-        info["git_sha"] = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True,
-                                                  stderr=subprocess.DEVNULL).strip()
-        info["git_dirty"] = bool(subprocess.check_output(["git", "status", "--porcelain"], cwd=ROOT, text=True,
-                                                         stderr=subprocess.DEVNULL))
-    except (OSError, subprocess.CalledProcessError):
-        info["git_sha"] = None
-    # a copy of the tree without .git (e.g. a lent GPU machine) names its commit through HBA_GIT_SHA
-    info["git_sha"] = info["git_sha"] or os.environ.get("HBA_GIT_SHA")
-    return info
+    env = hba_environment()
+    return {"torch": env["torch"], "pillow": PIL.__version__, "python": env["python"], "cpus": env["cpus"],
+            "host": env["hostname"], "dali": env["dali"], "torchvision": env["torchvision"],
+            "device": env.get("gpu") or "cpu", "torch_threads": env["cpu_threads"], "git_sha": env["git_sha"],
+            "git_dirty": env["git_dirty"]}
 
 
 def sync(gpu: bool) -> None:
@@ -454,7 +434,7 @@ def bench_imagenet(args, gpu: bool, pool, record, root: Path) -> float | None:
     files, size, batch = splits.train.files, args.size, args.jpeg_batch
     cfg = pytypes.SimpleNamespace(dataset="folder", image_size=size, recipe="imagenet", batch_size=batch,
                                   num_threads=args.threads, on_corrupt="skip", cutout=True)
-    pipe = DaliPipeline(cfg, splits, FixedSampler(), dev)
+    pipe = DaliPipeline(cfg, splits, fixed_sampler(), dev)
     for _ in pipe.train_epoch(0):  # warm-up epoch
         pass
     sync(gpu)
@@ -510,8 +490,9 @@ def bench_models(args, gpu: bool, record, policy_s: dict[int, dict[str, float]],
                    scope="share of the step", metric="imagenet_pipeline_share", value=imagenet_s / s)
         if name in ("wrn-40-2", "wrn-16-2"):
             for form, t in policy_s.get(batch, {}).items():
+                share_goal, cmp = goal("policy_share", form)
                 record("model", f"policy / {name} step: {form}", batch, None, None, scope="time ratio, same batch",
-                       metric="policy_share", variant=form, value=t / s, goal=POLICY_SHARE_GOAL, cmp="<=")
+                       metric="policy_share", variant=form, value=t / s, goal=share_goal, cmp=cmp)
         del model, opt
 
 

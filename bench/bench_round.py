@@ -32,8 +32,6 @@ import argparse
 import gc
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +48,7 @@ from hba_fast.hyperparams import Hyperparams, ScheduleSampler  # noqa: E402
 from hba_fast.models import build_model  # noqa: E402
 from hba_fast.pipelines.torch_pipeline import TorchPipeline  # noqa: E402
 from hba_fast.policy import SearchSpace  # noqa: E402
+from hba_fast.runlog import environment as hba_environment  # noqa: E402
 from hba_fast.session import Run  # noqa: E402
 from hba_fast.trainer import Trainer  # noqa: E402
 
@@ -61,24 +60,11 @@ MODES = {  # mode -> (train.graphs, train.compile)
 
 
 def environment(device: torch.device) -> dict:
-    info = {"torch": torch.__version__, "python": platform.python_version(), "host": platform.node(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "cuda": torch.version.cuda, "threads": torch.get_num_threads()}
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    try:
-        info["git_sha"] = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True,
-                                                  stderr=subprocess.DEVNULL).strip()
-        info["git_dirty"] = bool(subprocess.check_output(["git", "status", "--porcelain"], cwd=ROOT, text=True,
-                                                         stderr=subprocess.DEVNULL))
-    except (OSError, subprocess.CalledProcessError):
-        info["git_sha"] = None
-    info["git_sha"] = info["git_sha"] or os.environ.get("HBA_GIT_SHA")  # a copy without .git names its commit
-    return info
+    """This script's environment keys, from the package's one helper (hba_fast.runlog.environment)."""
+    env = hba_environment(device)
+    return {"torch": env["torch"], "python": env["python"], "host": env["hostname"],
+            "device": env.get("gpu") or "cpu", "cuda": env["cuda"], "threads": env["cpu_threads"],
+            "triton": env["triton"], "git_sha": env["git_sha"], "git_dirty": env["git_dirty"]}
 
 
 def data_config(data: str, batch: int, image_size: int, train_images: int) -> DataConfig:

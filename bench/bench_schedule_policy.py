@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ sys.path.insert(0, str(ROOT))  # the checkout's hba_fast, installed or not
 
 from hba_fast.ops import OPS  # noqa: E402
 from hba_fast.policy import NUM_OPS, NUM_SLOTS  # noqa: E402
+from hba_fast.runlog import environment  # noqa: E402
 from hba_fast.schedule_policy import SchedulePolicy  # noqa: E402
 from hba_fast.shapes10 import make_shapes10  # noqa: E402
 
@@ -91,10 +90,9 @@ def main() -> None:
     if args.smoke:
         print("smoke run: nothing written")
         return
-    info = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor(),
-            "git_sha": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-            .stdout.strip() or os.environ.get("HBA_GIT_SHA"),  # a copy without .git names its commit so
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "batch": batch}
+    env = environment("cpu")  # the package's one helper; the rows name their device themselves
+    info = {"torch": env["torch"], "python": env["python"], "cpu": platform.processor(), "git_sha": env["git_sha"],
+            "git_dirty": env["git_dirty"], "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "batch": batch}
     RESULTS.parent.mkdir(exist_ok=True)
     with open(RESULTS, "a") as f:
         for path, device, ips in rows:

@@ -12,46 +12,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SEARCH_WALL_GOAL_S = 30.0  # issue 12: reduced CIFAR-10 search (WRN-40-2, 200 epochs) in <= 30 s wall
+sys.path.insert(0, str(ROOT / "bench"))
+from targets import goal  # noqa: E402
 
-
-def git_sha() -> str:
-    """HEAD of the checkout, or HBA_GIT_SHA on a copy without .git (a lent GPU machine)."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        sha = ""
-    return sha or os.environ.get("HBA_GIT_SHA", "") or "unknown"
+SEARCH_WALL_GOAL_S = goal("search_wall_s")[0]  # reduced CIFAR-10 search (WRN-40-2, 200 epochs), wall s
 
 
 def environment() -> dict:
-    import torch
+    """This script's environment keys, from the package's one helper (hba_fast.runlog.environment)."""
+    sys.path.insert(0, str(ROOT))  # the checkout's hba_fast, installed or not
+    from hba_fast.runlog import environment as hba_environment
 
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    try:
-        import nvidia.dali
-
-        dali = nvidia.dali.__version__
-    except ImportError:
-        dali = None
-    gpu = torch.cuda.is_available()
-    return {"device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__,
-            "cuda": torch.version.cuda, "triton": triton_version, "dali": dali, "python": platform.python_version(),
-            "cpus": os.cpu_count(), "git_sha": git_sha(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    env = hba_environment()
+    return {"device": env.get("gpu") or "cpu", "torch": env["torch"], "cuda": env["cuda"], "triton": env["triton"],
+            "dali": env["dali"], "python": env["python"], "cpus": env["cpus"], "git_sha": env["git_sha"] or "unknown",
+            "git_dirty": env["git_dirty"], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def tests_row(junit: Path, status: int) -> dict:

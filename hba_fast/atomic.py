@@ -6,7 +6,11 @@ Whole files (checkpoint.pt, schedule.json, schedule.png, model.pt, config.yaml, 
     Temporary files are named `<name>.hba<8 hex>.tmp`; `remove_orphans(folder)` deletes those a killed write left.
     New files get mode 0666 & ~umask, like any file the user makes (mkstemp's 0600 is meant for secrets).
 Append-only logs (metrics.jsonl, log.txt): each line is one `os.write` of the whole line on an O_APPEND
-    descriptor, then fsync; a write cut short (full disk) is cut back to the old length, so no torn line stays.
+    descriptor; a write cut short (full disk) is cut back to the old length, so no torn line stays. A killed
+    process loses no line it wrote (the kernel holds it); only a crash of the machine can lose the lines since
+    the last `sync`, which the run log calls at every checkpoint (and at the end): an fsync per line cost 2.3 ms
+    against 0.02 ms without (measured on the CPU dev machine's disk), and a resume cuts metrics.jsonl back to its
+    checkpoint's length anyway.
     A resumed run truncates metrics.jsonl to the length its checkpoint recorded (`truncate`), so rows written
     after that checkpoint by the killed run are not repeated.
 Objects for torch.save are serialised in memory first: torch's zip writer turns an OSError of the file into an
@@ -14,7 +18,8 @@ Objects for torch.save are serialised in memory first: torch's zip writer turns 
     The price is one host copy of the object while it is written.
 
 Any OSError becomes an `OutputError` naming the file, the cause and the fix (free space, writable folder, or
-another run.out_dir), and saying that the file keeps its previous content.
+another run.out_dir -- `other` names the setting that picks the folder where it is not run.out_dir, e.g. `--out`),
+and saying that the file keeps its previous content.
 """
 from __future__ import annotations
 
@@ -33,8 +38,9 @@ from .errors import OutputError
 _TMP = re.compile(r"^(.+\.hba[0-9a-f]{8}|checkpoint\.pt\.[a-z0-9_]{8})\.tmp$")
 
 
-def output_error(path: str | Path, e: OSError, kept: bool = True) -> OutputError:
-    """An OSError while writing `path`, as one line with its cause and the fix."""
+def output_error(path: str | Path, e: OSError, kept: bool = True, other: str = "run.out_dir") -> OutputError:
+    """An OSError while writing `path`, as one line with its cause and the fix (`other`: the setting that picks
+    another folder)."""
     path = Path(path)
     folder = path.parent
     code = errno.errorcode.get(e.errno or 0, "")
@@ -44,11 +50,11 @@ def output_error(path: str | Path, e: OSError, kept: bool = True) -> OutputError
             free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
         except OSError:
             free = "free space unknown"
-        fix = f"free space on the disk holding {folder} ({free}), or set run.out_dir to a folder on another disk"
+        fix = f"free space on the disk holding {folder} ({free}), or set {other} to a folder on another disk"
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = f"make {folder} writable, or set run.out_dir to a writable folder"
+        fix = f"make {folder} writable, or set {other} to a writable folder"
     else:
-        fix = f"check the disk holding {folder}, or set run.out_dir to another folder"
+        fix = f"check the disk holding {folder}, or set {other} to another folder"
     keep = f"; {path.name} keeps its previous content" if kept and path.exists() else ""
     return OutputError(f"cannot write {path}: {cause}{keep}; {fix}")  # errno stays on __cause__: str() is this line
 
@@ -73,7 +79,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+def write_bytes(path: str | Path, data: bytes, other: str = "run.out_dir") -> None:
     """Write `data` to `path` atomically: temp file, fsync, rename, fsync the folder."""
     path = Path(path)
     try:
@@ -81,7 +87,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp = path.with_name(f"{path.name}.hba{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any new file
     except OSError as e:
-        raise output_error(path, e) from e
+        raise output_error(path, e, other=other) from e
     try:
         try:
             _write_all(fd, data)
@@ -95,17 +101,17 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         except OSError:
             pass
         if isinstance(e, OSError):
-            raise output_error(path, e) from e
+            raise output_error(path, e, other=other) from e
         raise
     _fsync_dir(path.parent)
 
 
-def write_text(path: str | Path, text: str) -> None:
-    write_bytes(path, text.encode())
+def write_text(path: str | Path, text: str, other: str = "run.out_dir") -> None:
+    write_bytes(path, text.encode(), other)
 
 
-def write_json(path: str | Path, obj, indent: int | None = 2) -> None:
-    write_text(path, json.dumps(obj, indent=indent) + "\n")
+def write_json(path: str | Path, obj, indent: int | None = 2, other: str = "run.out_dir") -> None:
+    write_text(path, json.dumps(obj, indent=indent) + "\n", other)
 
 
 def save_torch(path: str | Path, obj) -> None:
@@ -117,8 +123,20 @@ def save_torch(path: str | Path, obj) -> None:
     write_bytes(path, buf.getbuffer())
 
 
-def append_line(path: str | Path, line: str) -> None:
-    """Append one line (a newline is added) to an append-only log, whole or not at all."""
+def save_figure(path: str | Path, fig, dpi: int = 110) -> None:
+    """A matplotlib figure as a PNG at `path` atomically (rendered in memory first); the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    write_bytes(path, buf.getbuffer())
+
+
+def append_line(path: str | Path, line: str, sync: bool = False) -> None:
+    """Append one line (a newline is added) to an append-only log, whole or not at all; `sync`: fsync it too."""
     path = Path(path)
     data = (line.rstrip("\n") + "\n").encode()
     try:
@@ -129,7 +147,8 @@ def append_line(path: str | Path, line: str) -> None:
         size = os.fstat(fd).st_size
         try:
             _write_all(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         except OSError as e:
             try:
                 os.ftruncate(fd, size)  # no torn line
@@ -138,6 +157,25 @@ def append_line(path: str | Path, line: str) -> None:
             raise output_error(path, e, kept=False) from e
     finally:
         os.close(fd)
+
+
+def sync(path: str | Path) -> None:
+    """fsync an append-only log (and its folder, for a new file): the lines appended so far survive a crash of
+    the machine. A missing file is nothing to sync."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise output_error(path, e, kept=False) from e
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        raise output_error(path, e, kept=False) from e
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
 
 
 def size(path: str | Path) -> int:

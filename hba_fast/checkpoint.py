@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import atomic
-from .errors import CheckpointError  # noqa: F401 (re-exported where it used to live)
+from .errors import CheckpointError
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

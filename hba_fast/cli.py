@@ -29,7 +29,9 @@ outputs: every run writes into its run folder, run.out_dir (runs/demo for the de
 resume: a run stopped at any moment (Ctrl-C, a kill, a crash) continues from its last checkpoint (written at
   the end of every epoch) when the same command is run again, and ends where an uninterrupted run would.
   To extend a finished run, run it again with a larger --set train.epochs=N (its earlier outputs move to
-  after-E-epochs/). Any other changed setting is refused: start a new run with --set run.out_dir=DIR.
+  after-E-epochs/). Switches of how it runs may change too (run.*, train.graphs, train.compile, model.kernels,
+  data.policy_form, data.num_threads, train.log_every, train.eval_every); any other changed setting is
+  refused: start a new run with --set run.out_dir=DIR.
   run.resume=false refuses to touch a folder that holds a run.
 """
 
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_export(sub)
     _add_plot(sub)
     args = parser.parse_args(argv)
+    cfg = None
     try:
         if args.command in ("export", "plot"):
             return args.run(args)
@@ -85,17 +88,25 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"hba-fast: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except OSError as e:  # a full or read-only disk met outside the run's own writes (atomic.py names those)
+    except OSError as e:  # a full or read-only disk met outside the run's own writes: atomic.py's one line
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"hba-fast: error: {e.strerror}{where}; free space on that disk (or make it writable), or set "
-              f"run.out_dir to a folder on another disk; the last checkpoint is kept", file=sys.stderr)
+        print(f"hba-fast: error: {_disk_error(args, cfg, e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hba-fast: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
     return 0
+
+
+def _disk_error(args, cfg, e: OSError) -> str:
+    """A full or read-only disk met outside atomic.py's writes, in atomic.py's words (file, cause, fix)."""
+    from .atomic import output_error
+
+    run = args.command not in ("export", "plot")
+    where = e.filename or (cfg.run.out_dir if run and cfg is not None else getattr(args, "out", None)) or "."
+    line = _one_line(output_error(where, e, kept=False, other="run.out_dir" if run else "--out"))
+    return line + ("; the last checkpoint is kept" if run and cfg is not None else "")
 
 
 def _add_export(sub) -> None:

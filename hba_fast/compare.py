@@ -9,12 +9,14 @@ given). Every (arm, seed) pair is one `hba-fast train` run (train.py) in its own
 (the data section is shared; only the augmentation and the seed change).
 
 Resume: a pair whose result.json exists for the configured epochs is finished and read back (not rerun), after
-checking that its folder was made with this config; any other pair runs `train`, which resumes from the pair's
-checkpoint when there is one. So a compare run killed at any moment continues where it stopped.
+checking that its folder was made with this config; any other pair (also one whose result.json is unreadable) runs
+`train`, which resumes from the pair's checkpoint when there is one and writes result.json again. So a compare
+run killed at any moment continues where it stopped.
 
 Outputs in the compare folder, written atomically once every pair is done (rank 0):
     compare.json   the config, arms, seeds, environment, every pair's result, and per arm: mean and std (sample
                    std over seeds) of the test error, the per-seed errors, mean training time and images/s
+                   (strict JSON: a number that is not finite is written as null)
     compare.md     that table in markdown (also printed)
     compare.png    bars of the mean test error per arm, std error bars, one dot per seed
 Training time is `train_s` of each run's result.json (seconds in training steps summed over its epochs) and
@@ -26,7 +28,6 @@ on all ranks in turn (each pair's run finds the group there and leaves it).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import re
@@ -102,7 +103,12 @@ def finished_result(cfg: Config, arm: Arm) -> dict | None:
     result_file = folder / "result.json"
     if not result_file.exists():
         return None
-    result = json.loads(result_file.read_text())
+    try:
+        result = json.loads(result_file.read_text())
+    except (OSError, ValueError):  # damaged (edited, or copied in part): `train` writes it again
+        return None
+    if not isinstance(result, dict) or not isinstance(result.get("test_error"), (int, float)):
+        return None
     if result.get("epochs") != cfg.train.epochs:
         return None  # trained for another number of epochs: `train` extends (or refuses) it
     eval_cfg, record = evaluation_config(cfg, arm.schedule, arm.augment)
@@ -124,6 +130,15 @@ def summarise(arms: list[Arm], results: dict[tuple[str, int], dict], seeds: int)
             "images_per_s_mean": _mean([r.get("images_per_s") for r in rs]),
         })
     return rows
+
+
+def _finite(x):
+    """`x` with every float that is not finite (a diverged run's error) as None: compare.json stays strict JSON."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def _mean(values: list) -> float | None:
@@ -168,12 +183,7 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
     ax.set_xticks(list(xs), [r["arm"] for r in rows], rotation=20, ha="right")
     ax.set(ylabel="test error (%)", title=title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    atomic.write_bytes(path, buf.getvalue())
+    atomic.save_figure(path, fig)
 
 
 def compare(cfg: Config, arms: list[Arm] | str, seeds: int = 3) -> dict:
@@ -208,7 +218,7 @@ def compare(cfg: Config, arms: list[Arm] | str, seeds: int = 3) -> dict:
                    "arms": [dataclasses.asdict(a) for a in arms], "seeds": seeds, "summary": rows,
                    "pairs": [{"arm": a.name, "seed": k, **results[(a.name, k)]} for a, k in pairs],
                    "environment": environment(device), "wall_s_this_call": round(time.time() - t0, 1)}
-            atomic.write_text(out / "compare.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
+            atomic.write_json(out / "compare.json", _finite(doc), indent=1)
             atomic.write_text(out / "compare.md", f"# {title}\n\n{table}")
             if all(math.isfinite(r["test_error_mean"]) for r in rows):
                 plot(out / "compare.png", rows, title)

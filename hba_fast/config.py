@@ -20,13 +20,17 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError  # noqa: F401 (re-exported where it used to live)
+from .errors import ConfigError
 
 
-def _range(lo=None, hi=None, choices=None, search_only=False):
-    """Field metadata: bounds, the valid choices (a tuple, or a function that reads them from a registry), and
-    whether only the search reads the field (`hba-fast train` / `compare` runs do not depend on it)."""
-    return {"lo": lo, "hi": hi, "choices": choices, "search_only": search_only}
+def _range(lo=None, hi=None, choices=None):
+    """Field metadata: bounds, and the valid choices (a tuple, or a function that reads them from a registry)."""
+    return {"lo": lo, "hi": hi, "choices": choices}
+
+
+def _searched(lo=None, hi=None, choices=None):
+    """`_range` of a field only the search reads: `hba-fast train` / `compare` runs do not depend on it."""
+    return {**_range(lo, hi, choices), "search_only": True}
 
 
 # Choices read from the registries that define them (read when a value is checked, so loading a config does not
@@ -53,6 +57,12 @@ def _models():
     from .models.registry import MODEL_NAMES
 
     return MODEL_NAMES
+
+
+def _policy_forms():
+    from .policy import POLICY_FORMS
+
+    return POLICY_FORMS
 
 
 def _strategies():
@@ -96,7 +106,7 @@ class DataConfig:
     on_corrupt: str = field(default="skip", metadata=_range(choices=("skip", "error")))
     device_resident: bool = True  # torch backend: keep uint8 arrays on the GPU when they fit
     cutout: bool = True  # the recipe's fixed-size Cutout (16 px CIFAR, 20 px SVHN); off for the `baseline` run
-    policy_form: str = field(default="auto", metadata=_range(choices=("auto", "static", "indexed")))  # torch
+    policy_form: str = field(default="auto", metadata=_range(choices=_policy_forms))  # torch
     # backend's policy form (hba_fast.policy): static (no host syncs) | indexed; auto: static on CUDA, else indexed
 
     def __post_init__(self):
@@ -107,21 +117,21 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    sigma: float = field(default=1.0, metadata=_range(0.0, 100.0, search_only=True))  # std of eps_i in lambda_i = lambda + eps_i
+    sigma: float = field(default=1.0, metadata=_searched(0.0, 100.0))  # std of eps_i in lambda_i = lambda + eps_i
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = field(default="wrn-40-2", metadata=_range(choices=_models))  # a name in hba_fast.models.MODELS
-    strategy: str = field(default="first_bn", metadata=_range(choices=_strategies, search_only=True))  # weight sharing (paper 4.1)
+    strategy: str = field(default="first_bn", metadata=_searched(choices=_strategies))  # weight sharing (paper 4.1)
     channels_last: bool = True  # memory format on CUDA
     kernels: str = field(default="auto", metadata=_range(choices=_kernel_impls))  # hyper-layer impl:
     # auto = fused Triton kernels on CUDA tensors, torch elsewhere; torch = cuDNN/ATen everywhere
     checkpoint: str | None = None  # local weights file for a torchvision:/timm: model (None: fresh init)
     # HyperBatchNorm2d init (hba_fast.hyper.init_hyper_bn; docs/results/hyper-options-cpu.md measures why):
-    hyper_bn_bias_u: float = field(default=1.0, metadata=_range(-10.0, 10.0, search_only=True))  # constant init of bias_u (phiU of
+    hyper_bn_bias_u: float = field(default=1.0, metadata=_searched(-10.0, 10.0))  # constant init of bias_u (phiU of
     # beta), as weight_u = 1; 0 (nn.BatchNorm2d's beta) closes lambda's shift path: bias_v gets no gradient
-    hyper_bn_v_std: float = field(default=0.01, metadata=_range(0.0, 10.0, search_only=True))  # std of weight_v, bias_v (phiV) at
+    hyper_bn_v_std: float = field(default=0.01, metadata=_searched(0.0, 10.0))  # std of weight_v, bias_v (phiV) at
     # init, times sqrt(lam_dim) (STN's 0.01: std(phiV lam) = hyper_bn_v_std * rms(lam))
 
 
@@ -135,7 +145,7 @@ class OptimConfig:
     milestones: tuple[int, ...] = ()  # epochs where the step schedule multiplies lr by `gamma`
     gamma: float = field(default=0.1, metadata=_range(0.0, 1.0))
     warmup_epochs: float = field(default=0.0, metadata=_range(0.0))  # linear warm-up of lr, in epochs
-    hyper_lr: float = field(default=0.03, metadata=_range(0.0, 10.0, search_only=True))  # Adam learning rate alpha' on lambda
+    hyper_lr: float = field(default=0.03, metadata=_searched(0.0, 10.0))  # Adam learning rate alpha' on lambda
 
     def __post_init__(self):
         if self.schedule == "step" and not self.milestones:
@@ -149,7 +159,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = field(default=200, metadata=_range(1))
     t_train: int = field(default=2, metadata=_range(1))  # weight steps per round (Algorithm 1)
-    t_val: int = field(default=1, metadata=_range(0, search_only=True))  # hyper steps per round
+    t_val: int = field(default=1, metadata=_searched(0))  # hyper steps per round
     steps_per_epoch: int | None = field(default=None, metadata=_range(1))  # cap (None: one pass of the train split)
     amp: str = field(default="auto", metadata=_range(choices=("auto", "bf16", "off")))  # auto: bf16 on CUDA only
     device: str = field(default="auto", metadata=_range(choices=("auto", "cpu", "cuda")))
@@ -162,9 +172,9 @@ class TrainConfig:
     # on with CUDA; on without CUDA runs the same capture-ready round eagerly (hba_fast/graphs.py)
     compile: str = field(default="off", metadata=_range(choices=_compile_modes))  # torch.compile of the model's
     # forward/backward: off | default | max-autotune (without inductor's own CUDA graphs); with or without graphs
-    hyper_bn: str = field(default="running", metadata=_range(choices=("batch", "running"), search_only=True))  # BN in the hyper
+    hyper_bn: str = field(default="running", metadata=_searched(choices=("batch", "running")))  # BN in the hyper
     # step: eval mode (running statistics, as STN / Delta-STN), or batch statistics with the running ones left alone
-    hyper_warmup_epochs: int = field(default=1, metadata=_range(0, search_only=True))  # epochs of weight steps before the first
+    hyper_warmup_epochs: int = field(default=1, metadata=_searched(0))  # epochs of weight steps before the first
     # hyper step (STN trains 5 epochs first); lambda stays at its initial value until then
 
 

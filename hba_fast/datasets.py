@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CorruptImageError, DataError  # noqa: F401 (DataError re-exported where it used to live)
+from .errors import CorruptImageError, DataError
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,18 @@
                     per epoch a list of (op, prob, magnitude) any library can read
 
 `epochs` stretches the schedule to a training run's length first (as `hba-fast train` and `SchedulePolicy`).
-Every file is written atomically (a temporary file, fsync, rename).
+Every file is written atomically (`atomic.py`: a temporary file, fsync, rename); a write that fails is one line
+naming the file and the fix (`OutputError`).
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import atomic
 from .errors import ConfigError, ScheduleError
 from .hyperparams import stretch_index
 from .ops import OP_INDEX, OPS
@@ -45,19 +46,6 @@ class ExportReport:
 
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def stretched(probs: np.ndarray, mags: np.ndarray, epochs: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +111,7 @@ def export_schedule(schedule: str | Path, fmt: str, out: str | Path, epochs: int
         probs, mags = probs[epoch:epoch + 1], mags[epoch:epoch + 1]
     out, report = Path(out), ExportReport()
     if fmt == "json-flat":
-        write_text_atomic(out, json.dumps(to_json_flat(probs, mags), indent=1) + "\n")
+        atomic.write_json(out, to_json_flat(probs, mags), indent=1, other="--out")
         report.files.append(str(out))
     elif fmt == "pba":
         _export_pba(probs, mags, out, image_size, report)
@@ -136,7 +124,7 @@ def _export_pba(probs, mags, out: Path, image_size: int, report: ExportReport) -
     from .pba_format import format_pba, to_pba
 
     exp = to_pba(probs, mags, image_size)
-    write_text_atomic(out, format_pba(exp))
+    atomic.write_text(out, format_pba(exp), other="--out")
     report.files.append(str(out))
     rel = {op.name: exp.max_mag_error[op.name] / (op.hi - op.lo) for op in OPS if op.has_magnitude}
     worst = max(rel, key=rel.get)
@@ -164,7 +152,7 @@ def _export_albumentations(probs, mags, out: Path, epoch: int | None, report: Ex
         compose, lost = to_albumentations(probs[e], mags[e])
         dropped = max(dropped, lost)
         target = out if single else out / f"epoch_{e:03d}.json"
-        write_text_atomic(target, json.dumps(A.to_dict(compose)) + "\n")
+        atomic.write_json(target, A.to_dict(compose), indent=None, other="--out")
         report.files.append(str(target))
     report.notes.append("approximate ops: " + "; ".join(f"{k}: {v}" for k, v in APPROXIMATE.items()))
     if dropped > 0:

@@ -11,15 +11,20 @@
 `fn(n_weight, n_hyper)` (trainer.py: weight steps then hyper steps, from static buffers only, no host sync):
 - a partial round (an epoch's first or last when steps_per_epoch is not a multiple of t_train) runs eagerly;
 - without graphs every round runs eagerly: the same function, so eager and graph runs share one implementation;
-- with graphs, the first WARMUP_ROUNDS full rounds run eagerly on a side stream (the caching allocator settles,
-  cuDNN's benchmark picks its algorithms, Triton's autotuner times its configs, the optimisers create their state),
-  the next full round is captured once into a `torch.cuda.CUDAGraph` and every full round after it is one replay.
-  Capture records kernels, it does not run them: the capturing round is then replayed, so every round trains.
-  Random numbers: the round draws only from the generators its feed names (the augmentation's, the sampler's;
-  nothing in it uses the default generator), and each is registered with the graph
-  (`CUDAGraph.register_generator_state`), so each replay advances its Philox offset by what the captured round
-  consumed, as an eager round does: replays draw fresh numbers, the same ones eager rounds would, and the
-  generators' states stay exact for checkpoints.
+- with graphs, the first WARMUP_ROUNDS full rounds run eagerly on a side stream (one per runner; the caching
+  allocator settles, cuDNN's benchmark picks its algorithms, Triton's autotuner times its configs, the optimisers
+  create their state), the next full round is captured once into a `torch.cuda.CUDAGraph` and every full round
+  after it is one replay. Capture records kernels, it does not run them: the capturing round is then replayed, so
+  every round trains. Two round shapes recur: (t_train, t_val), and (t_train, 0) in the first
+  train.hyper_warmup_epochs epochs (no hyper steps yet); they come one phase after the other, so the runner keeps
+  one graph, of the shape in use: when the shape changes (the hyper steps start) it drops the graph (and its
+  memory pool), warms up and captures the new shape.
+  Random numbers: the round draws from the generators its feed names (the augmentation's, the sampler's), each
+  registered with the graph (`CUDAGraph.register_generator_state`), and from the default CUDA generator wherever
+  the model draws (dropout, drop-path: torchvision:/timm: models), which torch registers with every graph itself.
+  Each replay advances every registered generator's Philox offset by what the captured round consumed, as an eager
+  round does: replays draw fresh numbers, the same ones eager rounds would, and the generators' states stay exact
+  for checkpoints.
 - `reset()` drops the graph; the trainer calls it after loading a checkpoint (the optimisers' state tensors are
   new objects then, which a graph would not see), so the graph is rebuilt after a resume.
 Capture uses `capture_error_mode="thread_local"`, so threads of a data pipeline running beside it do not break it.
@@ -73,18 +78,25 @@ class RoundRunner:
                  graphs: bool, generators: list[torch.Generator] = ()):
         assert not graphs or device.type == "cuda", "CUDA graphs need a CUDA device (use_graphs decides)"
         self.fn, self.full, self.device, self.graphs = fn, (t_train, t_val), device, graphs
+        self.recurring = {(t_train, t_val), (t_train, 0)}  # with and without hyper steps (train.hyper_warmup_epochs)
         self.generators = [g for g in generators if g.device.type == "cuda"]
+        self.shape = self.full  # the round shape of `graph` and of the warm-up under way
         self.graph: torch.cuda.CUDAGraph | None = None
         self.warm = 0  # full rounds run since the last (re)start, before the capture
+        self.side: torch.cuda.Stream | None = None  # the warm-up rounds' stream, made at the first, then reused
 
     def reset(self) -> None:
-        """Forget the graph (and the warm-up): the next full rounds warm up and capture again."""
+        """Forget the graph (and the warm-up): the next full rounds warm up and capture again (on the same side
+        stream)."""
         self.graph, self.warm = None, 0
 
     def run(self, n_weight: int, n_hyper: int) -> None:
-        if not self.graphs or (n_weight, n_hyper) != self.full:
+        if not self.graphs or (n_weight, n_hyper) not in self.recurring:
             self.fn(n_weight, n_hyper)
             return
+        if (n_weight, n_hyper) != self.shape:  # a new phase (the hyper steps start): capture its shape
+            self.reset()
+            self.shape = (n_weight, n_hyper)
         if self.graph is None:
             if self.warm < WARMUP_ROUNDS:
                 self._warm_up()
@@ -93,11 +105,13 @@ class RoundRunner:
         self.graph.replay()
 
     def _warm_up(self) -> None:
-        main, side = torch.cuda.current_stream(self.device), torch.cuda.Stream(self.device)
-        side.wait_stream(main)  # after the feed's copies for this round
-        with torch.cuda.stream(side):
-            self.fn(*self.full)
-        main.wait_stream(side)
+        if self.side is None:
+            self.side = torch.cuda.Stream(self.device)
+        main = torch.cuda.current_stream(self.device)
+        self.side.wait_stream(main)  # after the feed's copies for this round
+        with torch.cuda.stream(self.side):
+            self.fn(*self.shape)
+        main.wait_stream(self.side)
         self.warm += 1
 
     def _capture(self) -> torch.cuda.CUDAGraph:
@@ -105,5 +119,5 @@ class RoundRunner:
         for generator in self.generators:
             graph.register_generator_state(generator)
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self.fn(*self.full)
+            self.fn(*self.shape)
         return graph

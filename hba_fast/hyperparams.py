@@ -210,6 +210,7 @@ class Hyperparams:
         # fused on the CPU (where capturable is not offered and the plain form reads the count with .item())
         on_cuda = self.lam.device.type == "cuda"
         self.optimizer = torch.optim.Adam([self.lam], lr=lr, **({"capturable": True} if on_cuda else {"fused": True}))
+        self._adam_flags = {k: self.optimizer.param_groups[0][k] for k in ("capturable", "fused")}  # this device's
         self.sampler = SearchSampler(self.lam, sigma, space, generator)
         self.schedule: list[dict] = []  # one decoded policy per finished epoch
         self._sum = torch.zeros_like(self.lam.detach())  # lambda summed over this epoch's hyper steps
@@ -252,6 +253,8 @@ class Hyperparams:
         with torch.no_grad():
             self.lam.copy_(state["lam"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the saved groups bring the flags of the device they came from
+            group.update(self._adam_flags)
         self.schedule = list(state["schedule"])
         self._sum.copy_(state["sum"])
         self._count.fill_(int(state["count"]))
@@ -262,7 +265,9 @@ class NoHyperparams:
     to take and nothing to write down."""
 
     lam = None
-    schedule: list[dict] = []
+
+    def __init__(self):
+        self.schedule: list[dict] = []  # stays empty; one list per instance
 
     def step(self, loss: torch.Tensor, all_reduce: AllReduce = lambda tensors: None) -> None:
         raise AssertionError("plain training takes no hyper steps (train.t_val must be 0)")

@@ -43,7 +43,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .kernels.triton_support import check_impl, interpreting, triton
+from .kernels.triton_support import use_triton
 from .ops import (
     CUTOUT_FILL,
     FILL,
@@ -146,24 +146,12 @@ def mixed_params(op: torch.Tensor, mag: torch.Tensor, height: int, width: int) -
                        degenerate.view(shape), factor.view(shape), side.view(shape))
 
 
-def use_triton(impl: str, images: torch.Tensor) -> bool:
-    """impl "auto": the Triton pass on CUDA when triton is installed; "triton": also on the CPU under
-    TRITON_INTERPRET=1 (slow, for tests), else a ValueError naming the fix; "torch": never."""
-    check_impl(impl, "mixed_ops")
-    if impl == "torch":
-        return False
-    if impl == "auto":
-        return triton is not None and images.is_cuda
-    if triton is None or not (images.is_cuda or interpreting()):
-        raise ValueError("mixed_ops impl='triton' needs the triton package and CUDA images (or TRITON_INTERPRET=1 "
-                         f"on the CPU, slow); images are on {images.device}. Use impl='torch' or impl='auto'.")
-    return True
-
-
 def apply_mixed(images: torch.Tensor, params: MixedParams, centres: torch.Tensor, impl: str = "auto") -> torch.Tensor:
     """images uint8 (B, 3, H, W) contiguous; params (B,) (one position); centres long (B, 2) Cutout's (row, col)
     -> uint8 (B, 3, H, W): image i through its op (see the module docstring)."""
-    if use_triton(impl, images):
+    # "auto": the kernels on CUDA uint8 images; "triton" also on the CPU under TRITON_INTERPRET=1 (slow, for
+    # tests), else TritonUnavailableError (a ValueError) naming the fix; "torch": never
+    if use_triton(impl, images, "mixed_ops", dtypes=(torch.uint8,)):
         from .mixed_ops_triton import mixed_pass
 
         return mixed_pass(images, params, centres, CUTOUT_FILL)

@@ -19,10 +19,11 @@ UNUSUAL = (("optim.lr", "lr", 0.2), ("optim.weight_decay", "weight_decay", 0.01)
 
 
 def nonfinite_message(where: str, optim_cfg, *, searched: bool, amp: bool, checkpoint: Path,
-                      saved_epoch: int | None, checkpoint_every: int, aside: Path | None = None,
-                      first_step: bool = False) -> str:
-    """One line: `where` it happened, what is kept, what to change (module docstring). `first_step`: the loss was
-    bad before any update, so the optimiser is not the cause."""
+                      saved_epoch: int | None, checkpoint_every: int, epochs: int | None = None,
+                      aside: Path | None = None, first_step: bool = False) -> str:
+    """One line: `where` it happened, what is kept, what to change (module docstring). `epochs`: the run's
+    train.epochs (its last epoch is checkpointed too). `first_step`: the loss was bad before any update, so the
+    optimiser is not the cause."""
     if first_step:
         amp_off = ", or set train.amp=off (bf16 autocast is on)" if amp else ""
         return (f"{where}, before any update; the run stopped. The optimiser settings cannot be the cause: the data "
@@ -42,7 +43,7 @@ def nonfinite_message(where: str, optim_cfg, *, searched: bool, amp: bool, check
         kept = (f"Its last checkpoint (end of epoch {saved_epoch}) is kept in {checkpoint}, but resuming it with the "
                 f"same settings would diverge again: start a new run (--set run.out_dir=...) and {change}")
     else:
-        kept = (f"No checkpoint was written yet (the first comes at the end of epoch {checkpoint_every}): run again "
-                f"and {change}")
+        first = checkpoint_every if epochs is None else min(checkpoint_every, epochs)
+        kept = f"No checkpoint was written yet (the first comes at the end of epoch {first}): run again and {change}"
     earlier = f". The outputs of the earlier, shorter run are in {aside}" if aside is not None else ""
     return f"{where}; the run stopped. {kept}{earlier}"

@@ -5,7 +5,7 @@ Only the main process (rank 0) writes files and prints; other ranks get the same
 file goes through `atomic.py` (whole files: temp, fsync, rename; logs: whole lines appended).
 
     config.yaml       the resolved config, written when the run starts afresh. A resume that changed what it may
-                      change (train.epochs to extend the run, run.*) rewrites it, so it always agrees with the
+                      change (train.epochs, run.*, session.RESUME_FREE) rewrites it, so it always agrees with the
                       outputs; the change is recorded in environment.json.
     environment.json  versions, device, git sha, CPU threads and command of the first start; each resume appends
                       {time, host, device, git sha, from_epoch, changed} to its "resumes" list. A resume never
@@ -23,12 +23,17 @@ had. When a run is extended (train.epochs raised and resumed), or started afresh
 into `after-<E>-epochs/`: the folder never shows outputs of another run length beside its checkpoint.
 
 A start that fails before training begins (bad data, no GPU, ...) removes the files it created, and the folder if
-it made it: nothing is left behind that looks like a run. Messages that other modules log under the `hba_fast`
-logger (images skipped as corrupt, the data pipeline chosen) go to `info` while a run is on (`forward_logging`).
+it made it: nothing is left behind that looks like a run. Training begins when the trainer opens the first epoch's
+progress bar (`progress`); a run that stops after that (NaN loss, Ctrl-C in the first log interval) keeps its
+config.yaml, environment.json and log.txt, with a line saying why it stopped. Messages that other modules log under
+the `hba_fast` logger (images skipped as corrupt, the data pipeline chosen) go to `info` while a run is on
+(`forward_logging`).
 """
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -47,23 +52,48 @@ RUN_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "log.txt")  # w
 OUTPUTS = ("schedule.json", "schedule.png", "model.pt", "result.json")  # what a finished run writes
 
 
-def environment(device: torch.device) -> dict:
-    """Versions, device, CPU threads, git sha and command: what a run needs to reproduce itself."""
-    env = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
-           "hostname": platform.node(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "cpu_threads": torch.get_num_threads(), "command": " ".join(sys.argv)}
+ROOT = Path(__file__).resolve().parents[1]  # the checkout's top level, when hba_fast runs from one
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(sha, dirty) of this project's checkout. Where hba_fast is not run from its own checkout (an installed copy,
+    perhaps inside another repository; a copy of the tree without .git, as on a lent GPU machine), HBA_GIT_SHA
+    names the commit and dirty is unknown (None)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode == 0 and Path(top.stdout.strip()).resolve() == ROOT:  # ours, not an enclosing repo
+            sha = git("rev-parse", "HEAD").stdout.strip()
+            if sha:
+                status = git("status", "--porcelain")
+                return sha, bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.environ.get("HBA_GIT_SHA") or None, None
+
+
+def environment(device: torch.device | str | None = None) -> dict:
+    """Where a run or a benchmark row was made: versions (python, torch, cuda, triton, dali, numpy, torchvision;
+    None where not installed), device (None: cuda when a GPU is visible) and GPU name, CPU threads and cores, host,
+    time, command, git sha and dirty flag (`git_state`). The one environment helper: runs and bench/ scripts use it."""
+    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "device": str(device), "hostname": platform.node(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "command": " ".join(sys.argv)}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
-    for name in ("triton", "nvidia.dali", "numpy"):
+    for key, name in (("triton", "triton"), ("dali", "nvidia.dali"), ("numpy", "numpy")):
         try:
-            env[name] = __import__(name, fromlist=["__version__"]).__version__
+            env[key] = importlib.import_module(name).__version__
         except ImportError:
-            pass
-    try:
-        env["git_sha"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                        cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_sha"] = None
+            env[key] = None
+    try:  # its version without importing it
+        env["torchvision"] = importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        env["torchvision"] = None
+    env["git_sha"], env["git_dirty"] = git_state()
     return env
 
 
@@ -123,6 +153,7 @@ class RunLog:
         self._replace_metrics = False  # a fresh start replaces an earlier attempt's rows at its first row
         self._rows = 0  # metric rows written by this process
         self._t_start: float | None = None  # when the first epoch began (for the run ETA)
+        self._training = False  # training began (the first `progress`): a stop then keeps the run's files
         self._epochs_done_here = 0
         self.aside: Path | None = None  # where outputs of a shorter finished run were moved
         if is_main:
@@ -146,12 +177,14 @@ class RunLog:
 
     def resumed(self, from_epoch: int, epochs: int) -> None:
         """The trainer continued the run from the end of epoch `from_epoch` (of `epochs`): record the resume in
-        environment.json, update config.yaml if train.epochs or run.* changed, set finished outputs aside when the
+        environment.json, update config.yaml if a setting it may change changed, set finished outputs aside when the
         run is extended."""
         if not self.is_main:
             return
         if from_epoch < epochs:
             self.set_aside_outputs(epochs, from_epoch)
+        if self.tensorboard is not None:
+            self.tensorboard.resumed(_last_step(self.dir / "metrics.jsonl"))
         if self._pending is None:  # used from Python (Run.local): nothing of a start to record
             return
         config, env, changed = self._pending
@@ -174,7 +207,7 @@ class RunLog:
         """The run stopped on `error`. Before training began: remove what this start created. After: note it."""
         if not self.is_main:
             return
-        if not (self._rows or (self.dir / "checkpoint.pt").exists()):
+        if not (self._training or self._rows or (self.dir / "checkpoint.pt").exists()):
             for name in RUN_FILES:
                 if name not in existed:
                     with contextlib.suppress(OSError):
@@ -186,7 +219,15 @@ class RunLog:
         what = "interrupted" if isinstance(error, KeyboardInterrupt) else \
             f"stopped: {type(error).__name__}: {' '.join(str(error).split())}"
         with contextlib.suppress(OSError):  # a full disk may be why it stopped
-            atomic.append_line(self.dir / "log.txt", f"{time.strftime('%H:%M:%S')} {what}")
+            atomic.append_line(self.dir / "log.txt", f"{time.strftime('%H:%M:%S')} {what}", sync=True)
+            atomic.sync(self.dir / "metrics.jsonl")
+
+    def close_tensorboard(self) -> None:
+        """Close the TensorBoard writer, if any (start_run's `finally`: also when the run stops on an error)."""
+        writer, self.tensorboard = self.tensorboard, None
+        if writer is not None:
+            with contextlib.suppress(OSError):  # on a full disk the run's own error is the one to report
+                writer.close()
 
     def set_aside_outputs(self, epochs: int | None, done: int | None) -> Path | None:
         """Move a finished run's outputs (of `done` epochs) into after-<done>-epochs/ before this run (of `epochs`,
@@ -198,9 +239,14 @@ class RunLog:
         dest, k = self.dir / label, 2
         while dest.exists() and any((dest / n).exists() for n in present):
             dest, k = self.dir / f"{label}-{k}", k + 1
-        dest.mkdir(exist_ok=True)
-        for name in present:
-            os.replace(self.dir / name, dest / name)
+        target = dest
+        try:
+            dest.mkdir(exist_ok=True)
+            for name in present:
+                target = dest / name
+                os.replace(self.dir / name, target)
+        except OSError as e:  # one line with the fix; what was not moved yet stays where it was
+            raise atomic.output_error(target, e, kept=False) from e
         self.aside = dest
         why = f"this run goes on to {epochs} epochs" if epochs else "this run starts afresh"
         self.info(f"moved the outputs of the earlier {done or '?'}-epoch run ({', '.join(present)}) to {dest}: {why}")
@@ -209,9 +255,12 @@ class RunLog:
     # ---- what a checkpoint records
 
     def state_dict(self) -> dict:
-        """The length of metrics.jsonl at the checkpoint (rank 0's; empty elsewhere)."""
+        """The length of metrics.jsonl at the checkpoint (rank 0's; empty elsewhere). The logs are fsynced here:
+        a checkpoint never records rows that a crash of the machine could take back."""
         if not self.is_main:
             return {}
+        atomic.sync(self.dir / "metrics.jsonl")
+        atomic.sync(self.dir / "log.txt")
         return {"metrics_bytes": 0 if self._replace_metrics else atomic.size(self.dir / "metrics.jsonl")}
 
     def load_state_dict(self, state: dict | None) -> None:
@@ -232,7 +281,8 @@ class RunLog:
             if self._replace_metrics:
                 atomic.truncate(self.dir / "metrics.jsonl", 0)
                 self._replace_metrics = False
-            atomic.append_line(self.dir / "metrics.jsonl", json.dumps({"time": round(time.time(), 3), **row}))
+            atomic.append_line(self.dir / "metrics.jsonl", json.dumps({"time": round(time.time(), 3), **row}),
+                               sync=row.get("kind") == "final")  # the rest: fsynced at checkpoints
             self._rows += 1
             if self.tensorboard is not None:
                 self.tensorboard.write(row)
@@ -250,7 +300,9 @@ class RunLog:
         self.info(f"epoch {row['epoch']}/{epochs}: {fields} ({duration(spent)} so far{eta})")
 
     def progress(self, total: int, desc: str, after: int = 0):
-        """A progress bar of `total` steps; `after`: steps of the run still to come after it (for the run ETA)."""
+        """A progress bar of `total` steps; `after`: steps of the run still to come after it (for the run ETA).
+        The trainer opens one as each epoch's training begins: from the first on, a stop keeps the run's files."""
+        self._training = True
         if self._t_start is None:
             self._t_start = time.perf_counter()
         if not (self.is_main and self._progress):
@@ -274,6 +326,15 @@ class RunLog:
             logger.removeHandler(handler)
             logger.setLevel(saved[0])
             logger.propagate = saved[1]
+
+
+def _last_step(metrics: Path) -> int | None:
+    """The step of the last row of metrics.jsonl (a resume has cut it back to the checkpoint's rows), if any."""
+    try:
+        lines = metrics.read_bytes().splitlines()
+        return int(json.loads(lines[-1])["step"]) if lines else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _saved_epochs(folder: Path) -> int | None:

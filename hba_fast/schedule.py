@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .errors import ScheduleError  # noqa: F401 (re-exported where it used to live)
+from .errors import ScheduleError
 from .ops import OPS
 from .policy import SearchSpace
 

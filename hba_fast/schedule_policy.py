@@ -15,7 +15,11 @@ sub-policies uniformly and applies each of its ops with its own probability. Onl
   (seed, the worker's seed), so workers never repeat each other. The epoch lives in shared memory, so
   `set_epoch` in the main process reaches persistent workers too (call it before iterating the loader).
 - `batch`: the draw is `hba_fast.policy.sample_policy` (torch, on the images' device), the ops
-  `hba_fast.ops`; on CUDA with static shapes (`apply_draw(static=True)`): no host sync, graph-capturable.
+  `hba_fast.ops`; on CUDA with static shapes (`apply_draw(static=True)`): no host sync, graph-capturable. A
+  schedule's entry comes from a `hba_fast.hyperparams.ScheduleSampler` (the trainer's): one copy of the schedule
+  per device and a static per-device buffer holding the current epoch's entry, which `set_epoch` rewrites on every
+  device used so far; so a CUDA graph captured around `batch` reads the epoch set last (call `set_epoch` outside
+  the graph, before its replay), not the one it was captured in.
 - `dali`: the draw comes from `pba_draw` through a per-sample `fn.external_source`; the ops are
   `hba_fast/pipelines/dali_ops.py` (`pipelines/dali_schedule.py`).
 A schedule of E_s entries used for `epochs` epochs takes entry min(E_s - 1, floor(e E_s / epochs + 1/2)) at epoch e
@@ -32,7 +36,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, ScheduleError
-from .hyperparams import stretch_index
+from .hyperparams import ScheduleSampler
 from .ops import OP_INDEX, OPS, check_images
 from .pba_draw import Draw, draw_pba, draw_subpolicy
 from .policy import MAX_OPS, NUM_SLOTS, PolicyDraw, apply_draw, sample_policy
@@ -94,11 +98,15 @@ class SchedulePolicy:
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
             raise ConfigError(f"epochs must be a positive int (the epochs of your training run), got {epochs!r}")
         self.epochs = epochs
+        # the schedule's entry on each device for `batch` (epochs=None: entry min(e, E_s - 1), the identity stretch)
+        self._sampler = None if self.probs is None else ScheduleSampler((self.probs, self.mags),
+                                                                          epochs or len(self.probs))
         self._epoch = _SharedEpoch(0)
         self._rng: np.random.Generator | None = None
         self._rng_owner: tuple | None = None
-        self._on: dict[torch.device, tuple] = {}  # per-device tensors for `batch`
+        self._on: dict[torch.device, tuple] = {}  # per-device tables of a fixed policy for `batch`
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._devices: set[torch.device] = set()  # where `batch` has put the schedule's entry buffer
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -144,10 +152,13 @@ class SchedulePolicy:
 
     # ------------------------------------------------------------------------------------------ epochs
     def set_epoch(self, epoch: int) -> None:
-        """The epoch (0-based) of the training run whose policy the next images get."""
+        """The epoch (0-based) of the training run whose policy the next images get; a schedule's entry is also
+        copied into the static buffer of every device `batch` has used (what a captured graph reads)."""
         if not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
         self._epoch.value = epoch
+        for device in self._devices:
+            self._sampler.set_epoch(epoch, device)
 
     @property
     def epoch(self) -> int:
@@ -160,9 +171,7 @@ class SchedulePolicy:
     def entry_index(self, epoch: int | None = None) -> int:
         """The schedule entry used at `epoch` (default: the current one)."""
         epoch = self.epoch if epoch is None else epoch
-        if self.epochs is None:
-            return min(epoch, self.schedule_epochs - 1)
-        return stretch_index(epoch, self.schedule_epochs, self.epochs)
+        return 0 if self._sampler is None else self._sampler.entry_index(epoch)
 
     def entry(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(probs (30,), mags (30,)) of the current (or given) epoch; a schedule only."""
@@ -229,11 +238,9 @@ class SchedulePolicy:
         device = torch.device(device)
         generator = generator if generator is not None else self._torch_generator(device)
         if self.subpolicies is None:
-            if device not in self._on:  # one copy per device: no transfer per batch
-                self._on[device] = (torch.from_numpy(self.probs).to(device), torch.from_numpy(self.mags).to(device))
-            probs, mags = self._on[device]
-            k = self.entry_index()
-            return sample_policy(probs[k], mags[k], generator, batch_size=batch)
+            entry = self._sampler.sample(batch, self.epoch, device)  # reads the device's static entry buffer
+            self._devices.add(device)
+            return sample_policy(entry.probs, entry.mags, generator)
         if device not in self._on:
             n = len(self.subpolicies)
             table = torch.zeros(n, MAX_OPS, 3, dtype=torch.float64)  # (op, prob, magnitude); op -1 pads
@@ -283,7 +290,9 @@ class SchedulePolicy:
     # ------------------------------------------------------------------------------------------ pickling
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_rng=None, _rng_owner=None, _on={}, _generators={})  # every process makes its own
+        state.update(_rng=None, _rng_owner=None, _on={}, _generators={}, _devices=set(),  # every process makes its
+                     _sampler=None if self._sampler is None else ScheduleSampler((self.probs, self.mags),  # own
+                                                                                 self._sampler.epochs))
         return state
 
     def __repr__(self) -> str:

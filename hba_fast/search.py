@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from .atomic import save_torch
-from .config import Config, ConfigError
+from .config import Config
 from .datasets import load_splits
+from .errors import ConfigError
 from .hyper import init_hyper_bn, set_hyper_impl
 from .hyperparams import Hyperparams
 from .models import build_model, materialize
@@ -50,7 +51,7 @@ def search(cfg: Config) -> Path:
                      f"{cfg.model.name} [{cfg.model.strategy}], kernels {cfg.model.kernels}, "
                      f"{type(pipeline).__name__} on {run.device}")
 
-        tensorboard = attach_tensorboard(run, cfg, schedule=lambda: hyper.schedule)
+        attach_tensorboard(run, cfg, schedule=lambda: hyper.schedule)  # closed by start_run
         trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, hyper, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(run.log.dir / "checkpoint.pt")
@@ -67,6 +68,4 @@ def search(cfg: Config) -> Path:
             run.log.metrics({"kind": "final", **{f"test_{k}": v for k, v in test.items()}, "wall_s": round(wall, 1)})
             run.log.info(f"done: test error of theta(lambda*) {test.get('error', float('nan')):.4f}; "
                          f"schedule, plot and model in {out}; wall time {wall:.1f} s")
-        if tensorboard is not None:
-            tensorboard.close()
         return run.log.dir

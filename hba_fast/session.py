@@ -20,8 +20,8 @@ import yaml
 from torch import nn
 
 from . import atomic
-from .distributed import Dist, broadcast_parameters, setup_distributed, teardown
 from .config import search_only_fields
+from .distributed import Dist, broadcast_parameters, setup_distributed, teardown
 from .errors import DeviceError, RunFolderError
 from .runlog import RUN_FILES, RunLog, environment
 
@@ -59,12 +59,20 @@ def pick_device(train_cfg, dist: Dist, log=print) -> torch.device:
     return torch.device("cpu")
 
 
+# What a resume may change besides run.*: train.epochs (to extend the run, or to end it earlier than planned but not
+# before the epochs it has done: the trainer checks that), and switches of how a step is computed or logged, not of
+# what it computes (graphs, compile and kernels give the same steps up to float rounding; policy_form the same draws).
+RESUME_FREE = frozenset({("train", "epochs"), ("train", "graphs"), ("train", "compile"), ("model", "kernels"),
+                         ("data", "policy_form"), ("data", "num_threads"), ("train", "log_every"),
+                         ("train", "eval_every")})
+
+
 def check_run_folder(out_dir: Path, config: dict, resume: bool) -> list[str] | None:
     """Never overwrite an earlier run silently: resume it with the same settings, or ask for another folder.
 
     Returns None when the folder holds no run (this one starts afresh), else the settings this resume changes.
-    A resumed run may change only `run.*` and `train.epochs` (to extend it, or to end it earlier than planned but
-    not before the epochs it has done), and a `train` run also the fields only the search reads; anything else would continue a run with settings other than the ones its
+    A resumed run may change only `run.*` and the fields in RESUME_FREE, and a `train` run also the fields only the
+    search reads (`search_only_fields`); anything else would continue a run with settings other than the ones its
     checkpoint was made with."""
     if not (out_dir / "checkpoint.pt").exists():
         return None
@@ -86,19 +94,17 @@ def check_run_folder(out_dir: Path, config: dict, resume: bool) -> list[str] | N
     if saved_kind != kind:
         raise RunFolderError(f"{out_dir} holds a run of `hba-fast {saved_kind}`; `hba-fast {kind}` needs a folder "
                              f"of its own: --set run.out_dir=...")
-    free = {("train", "epochs")} | (search_only_fields() if kind == "train" else set())
-    changed = [f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
-               for section, fields in config.items() if section != "run"
-               for key, value in fields.items()
-               if (section, key) not in free and saved.get(section, {}).get(key, value) != value]
-    if changed:
+    changes = {(section, key): f"{section}.{key}: {saved[section][key]!r} -> {value!r}"
+               for section, fields in config.items() for key, value in fields.items()
+               if section in saved and key in saved[section] and saved[section][key] != value}
+    free = RESUME_FREE | (search_only_fields() if kind == "train" else set())
+    refused = [text for (section, key), text in changes.items() if section != "run" and (section, key) not in free]
+    if refused:
         same = (f"continue it with its own settings (hba-fast search {saved_file})" if kind == "search" else
                 f"continue it with the settings it was made with (see {saved_file})")
-        raise RunFolderError(f"{out_dir} holds a run made with other settings ({'; '.join(changed)}); {same}, "
+        raise RunFolderError(f"{out_dir} holds a run made with other settings ({'; '.join(refused)}); {same}, "
                              f"or start a new run with --set run.out_dir=...")
-    return [f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
-            for section, fields in config.items() for key, value in fields.items()
-            if section in saved and key in saved[section] and saved[section][key] != value]
+    return list(changes.values())
 
 
 def check_gpu_options(cfg, device: torch.device, log=print) -> None:
@@ -187,6 +193,7 @@ def start_run(cfg, extra_info: dict | None = None) -> Iterator[Run]:
         log.stopped(e, dir_existed, existed)
         raise
     finally:
+        log.close_tensorboard()
         teardown(dist)
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from .atomic import save_torch, write_json
 from .baselines import AUGMENT_HELP, augment_sampler, parse_augment
-from .config import Config, ConfigError
+from .config import Config
 from .datasets import load_splits
+from .errors import ConfigError
 from .hyperparams import ScheduleSampler
 from .models import build_model
 from .pipelines import build_pipeline
@@ -76,7 +77,7 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
                      f"{'on' if cfg.data.cutout else 'off'}, {type(pipeline).__name__} on {run.device}; "
                      f"outputs in {run.log.dir}")
 
-        tensorboard = attach_tensorboard(run, cfg)
+        attach_tensorboard(run, cfg)  # closed by start_run
         trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(run.log.dir / "checkpoint.pt")
@@ -93,8 +94,6 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
             write_json(out / "result.json", result)
             run.log.metrics({"kind": "final", **result})
             run.log.info(f"test error {result.get('test_error', float('nan')):.4f} ({what}); results in {out}")
-        if tensorboard is not None:
-            tensorboard.close()
         return result
 
 

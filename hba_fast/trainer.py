@@ -25,7 +25,8 @@ per train.compile):
   rates (`lr_factor` evaluated on the host once per epoch, copied to a static device buffer) at a device step
   counter; lambda's Adam keeps its step on the device (hyperparams.py);
 - losses are summed on the device and read every `log_every` steps, where a non-finite loss is also detected (the
-  first bad step is tracked on the device with the device step counter, and agreed on by every rank).
+  first bad step, weight or hyper step, is tracked on the device with the device step counter, and agreed on by
+  every rank); one device read per log line.
 Rounds follow the global step as in Algorithm 1 (a hyper step after every t_train-th weight step), so when
 steps_per_epoch is not a multiple of t_train a round straddles the epoch boundary: its two parts run eagerly, on
 either side of the boundary (evaluation, schedule entry, checkpoint), which stays outside any graph. Every
@@ -48,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unusable
-from .errors import NonFiniteLossError, RunFolderError, UserError
+from .checkpoint import load_checkpoint, save_checkpoint, unusable
+from .errors import CheckpointError, NonFiniteLossError, RunFolderError, UserError
 from .graphs import RoundRunner, compile_model, enable_cudnn_benchmark, use_graphs
 from .hyperparams import Hyperparams, NoHyperparams
 from .nonfinite import nonfinite_message
@@ -118,9 +119,17 @@ class Meter:
         self.count += 1
 
     def pop(self) -> float | None:
-        total, count = torch.stack([self.total, self.count]).tolist()  # the one device read
+        return self.mean(*self.take().tolist())  # the one device read
+
+    def take(self) -> torch.Tensor:
+        """(total, count) as one device tensor (2,), for a caller that reads several things at once; resets."""
+        values = torch.stack([self.total, self.count])
         self.total.zero_()
         self.count.zero_()
+        return values
+
+    @staticmethod
+    def mean(total: float, count: float) -> float | None:
         return None if count == 0 else total / count
 
 
@@ -152,8 +161,10 @@ class Trainer:
         self.epoch, self.step = 0, 0  # epochs and weight steps done
         self._saved_epoch: int | None = None  # epoch of the last checkpoint written or resumed from
         self._train_loss, self._val_loss = Meter(dev), Meter(dev)
+        # the first non-finite loss, -1 while none: 2 s + 1 for the weight step of run index s (0-based), 2 s for a
+        # hyper step after s weight steps, so the order of the codes is the order of the steps (rank minimum)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=dev)
-        self._set_counters()
+        self._set_counters()  # `_start_epoch` sets them again; here so that a fresh trainer's steps have their rate
         graphs = use_graphs(train_cfg.graphs, dev, self.log.info)
         self.feed = round_feed(pipeline, train_cfg.t_train, train_cfg.t_val, dev,
                                capture_ready=graphs or train_cfg.graphs == "on")
@@ -179,9 +190,10 @@ class Trainer:
         for j in range(n_hyper):
             self.hyper_step(self.feed.val_batch(j))
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
+    def _check_finite(self, loss: torch.Tensor, weight: bool) -> None:
+        """Record the first step with a non-finite loss (its code: see `_first_bad` in __init__)."""
         bad = ~torch.isfinite(loss.detach()) & (self._first_bad < 0)
-        self._first_bad.copy_(torch.where(bad, self._step, self._first_bad))
+        self._first_bad.copy_(torch.where(bad, 2 * self._step + int(weight), self._first_bad))
 
     def _loss(self, images: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
         with self.autocast():
@@ -197,7 +209,7 @@ class Trainer:
         self._all_reduce([p.grad for p in self.model.parameters() if p.grad is not None])
         self.opt_phi.step()
         self._train_loss.add(loss)
-        self._check_finite(loss)
+        self._check_finite(loss, weight=True)
         self._pos += 1
         self._step += 1
 
@@ -207,7 +219,7 @@ class Trainer:
             loss = self._loss(batch.images, batch.labels, self.hyper.lam)
         self.hyper.step(loss, self._all_reduce)
         self._val_loss.add(loss)
-        self._check_finite(loss)
+        self._check_finite(loss, weight=False)
 
     def _all_reduce(self, tensors: list[torch.Tensor]) -> None:
         """Average tensors over the ranks, in place."""
@@ -279,20 +291,33 @@ class Trainer:
         self._step.fill_(self.step)
 
     def _log_interval(self, images_per_s: float) -> None:
-        none = torch.iinfo(torch.long).max
-        first_bad = torch.where(self._first_bad < 0, none, self._first_bad)
+        first_bad = self._first_bad
         if self.world > 1:  # a NaN on one rank stops every rank (else the others hang, or checkpoint NaN weights)
+            none = torch.iinfo(torch.long).max
+            first_bad = torch.where(first_bad < 0, none, first_bad)
             torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MIN)
-        first_bad = int(first_bad.item())
-        if first_bad != none:  # steps and epochs 1-based, as in the progress bar and metrics.jsonl
-            in_epoch = first_bad - self.epoch * self.steps_per_epoch + 1
-            raise NonFiniteLossError(self._nonfinite(
-                f"the loss became NaN/Inf by step {first_bad + 1} (step {in_epoch} of epoch "
-                f"{self.epoch + 1}/{self.cfg.epochs})", first_step=first_bad == 0))
-        row = {"kind": "train", "epoch": self.epoch + 1, "step": self.step, "lr": self.lr.item(),
-               "train_loss": self._train_loss.pop(), "images_per_s": round(images_per_s, 1),
-               "hyper_val_loss": self._val_loss.pop()}
+            first_bad = torch.where(first_bad == none, -1, first_bad)
+        # the one device read of the interval (float64 holds the step codes exactly)
+        values = torch.cat([first_bad.double().view(1), self.lr.double().view(1),
+                            self._train_loss.take().double(), self._val_loss.take().double()])
+        first_bad, lr, train_total, train_count, val_total, val_count = values.tolist()
+        if first_bad >= 0:
+            raise NonFiniteLossError(self._nonfinite(self._bad_step(int(first_bad)), first_step=first_bad == 1))
+        row = {"kind": "train", "epoch": self.epoch + 1, "step": self.step, "lr": lr,
+               "train_loss": Meter.mean(train_total, train_count), "images_per_s": round(images_per_s, 1),
+               "hyper_val_loss": Meter.mean(val_total, val_count)}
         self.log.metrics({k: v for k, v in row.items() if v is not None})
+
+    def _bad_step(self, code: int) -> str:
+        """Where the first non-finite loss came (`_first_bad`'s code), 1-based as in the progress bar and
+        metrics.jsonl."""
+        step, weight = divmod(code, 2)  # weight: the weight step of run index `step`; else the hyper step after it
+        epoch = f"epoch {self.epoch + 1}/{self.cfg.epochs}"
+        if weight:
+            return (f"the loss became NaN/Inf by step {step + 1} (step {step - self.epoch * self.steps_per_epoch + 1}"
+                    f" of {epoch})")
+        return (f"the validation loss became NaN/Inf in the hyper step after weight step {step} (step "
+                f"{step - self.epoch * self.steps_per_epoch} of {epoch})")
 
     def _end_epoch(self, images_per_s: float) -> None:
         # Every rank evaluates, and rank 0 saves, the same model: running statistics averaged across ranks.
@@ -335,8 +360,8 @@ class Trainer:
     def _nonfinite(self, where: str, first_step: bool = False) -> str:
         return nonfinite_message(where, self.optim_cfg, searched=self.hyper.lam is not None, amp=self.amp,
                                  checkpoint=self.log.dir / "checkpoint.pt", saved_epoch=self._saved_epoch,
-                                 checkpoint_every=self.cfg.checkpoint_every, aside=self.log.aside,
-                                 first_step=first_step)
+                                 checkpoint_every=self.cfg.checkpoint_every, epochs=self.cfg.epochs,
+                                 aside=self.log.aside, first_step=first_step)
 
     # ----------------------------------------------------------------------------------------- state
     def _rank_state(self) -> dict:
@@ -354,7 +379,7 @@ class Trainer:
         if self.world > 1:
             ranks = [None] * self.world
             torch.distributed.all_gather_object(ranks, self._rank_state())
-        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step,
+        return {"format": CHECKPOINT_FORMAT, "device": self.device.type, "epoch": self.epoch, "step": self.step,
                 "model": self.model.state_dict(), "opt_phi": self.opt_phi.state_dict(),
                 "hyper": self.hyper.state_dict(), "ranks": ranks, "log": self.log.state_dict()}
 
@@ -367,6 +392,14 @@ class Trainer:
             raise CheckpointError(f"the checkpoint was written by {len(ranks)} process(es), this run has "
                                   f"{self.world}; resume it with torchrun --nproc_per_node={len(ranks)}, or start "
                                   f"afresh in another folder (--set run.out_dir=...)")
+        # generator states (the pipeline's, the sampler's) are of the device's kind: a CPU one cannot take a CUDA
+        # one's, nor the reverse (checkpoints without "device" say it by their CUDA RNG state)
+        saved = state.get("device") or ("cpu" if ranks[0]["rng"]["cuda"] is None else "cuda")
+        if saved != self.device.type:
+            where = ("on a GPU machine" if saved == "cuda" else
+                     "on the CPU (hide the GPU: CUDA_VISIBLE_DEVICES= hba-fast ...)")
+            raise CheckpointError(f"the checkpoint was written on {saved}, this run is on {self.device.type}: resume "
+                                  f"it {where} (or start afresh in another folder: --set run.out_dir=...)")
         if state["epoch"] > self.cfg.epochs:
             raise RunFolderError(f"the run in {self.log.dir} has done {state['epoch']} epochs, more than "
                                  f"train.epochs={self.cfg.epochs}: a run can be extended, not cut back; set "

@@ -85,12 +85,15 @@ def test_compare_end_to_end_resume_and_refusal(tmp_path, capsys):
     kept = out / "baseline" / "seed0" / "result.json"
     stamp = kept.stat().st_mtime_ns
     (out / "cutout" / "seed1" / "result.json").unlink()
+    damaged = out / "randaugment" / "seed0" / "result.json"
+    damaged.write_text('{"epochs": ')  # an unreadable result: the pair's run evaluates again and rewrites it
     assert _compare(out, arms, 2) == 0
     assert kept.stat().st_mtime_ns == stamp
     assert (out / "cutout" / "seed1" / "result.json").exists()
     assert "resumed from" in (out / "cutout" / "seed1" / "log.txt").read_text()
+    assert 0.0 <= json.loads(damaged.read_text())["test_error"] <= 1.0
     log = (out / "log.txt").read_text()
-    assert log.count("finished before") == 11
+    assert log.count("finished before") == 10
 
     # The same folder with other settings: refused, naming the difference and the fix.
     capsys.readouterr()

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from hba_fast.config import Config, ConfigError, apply_overrides, from_dict, load_config
+from hba_fast.config import Config, apply_overrides, from_dict, load_config
+from hba_fast.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -129,3 +130,30 @@ def test_the_boolean_words_map_back_for_any_string_choice(monkeypatch):
     monkeypatch.setitem(config_module._OWNER, "fake", Fake)
     field = dataclasses.fields(Fake)[0]
     assert [config_module._check_value("fake.graphs", field, v) for v in (True, False, "auto")] == ["on", "off", "auto"]
+
+
+def test_a_resume_may_change_how_it_runs_but_not_what(tmp_path):
+    """check_run_folder: switches of how a step is computed or logged (RESUME_FREE), run.* and train.epochs may
+    change on resume; a setting that changes the results is refused, naming it; a `train` run ignores search-only
+    fields."""
+    import yaml
+
+    from hba_fast.errors import RunFolderError
+    from hba_fast.session import check_run_folder
+
+    saved = load_config(None).to_dict()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert check_run_folder(tmp_path, saved, resume=True) is None  # no checkpoint: a fresh start
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    now = load_config(None, ["train.graphs=off", "data.policy_form=static", "train.log_every=7",
+                             "train.epochs=9", "run.progress=false"]).to_dict()
+    changed = check_run_folder(tmp_path, now, resume=True)
+    assert any(c.startswith("train.graphs: ") for c in changed) and len(changed) == 5, changed
+    with pytest.raises(RunFolderError, match=r"other settings \(optim.lr: 0.05 -> 0.1\)"):
+        check_run_folder(tmp_path, load_config(None, ["optim.lr=0.1"]).to_dict(), resume=True)
+    with pytest.raises(RunFolderError, match="run.resume=false"):
+        check_run_folder(tmp_path, saved, resume=False)
+    train_saved = {**saved, "evaluate": {"augment": "baseline"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(train_saved, sort_keys=False))
+    train_now = {**load_config(None, ["optim.hyper_lr=0.5"]).to_dict(), "evaluate": {"augment": "baseline"}}
+    assert check_run_folder(tmp_path, train_now, resume=True) == ["optim.hyper_lr: 0.05 -> 0.5"]

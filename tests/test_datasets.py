@@ -12,7 +12,8 @@ import torch
 from conftest import SHARED_DATA
 
 from hba_fast import shapes10
-from hba_fast.datasets import DataError, decode_files, load_splits, with_images
+from hba_fast.datasets import decode_files, load_splits, with_images
+from hba_fast.errors import DataError
 
 
 def make_cfg(**kw):

@@ -154,9 +154,10 @@ def test_albumentations_outputs_follow_the_law(tmp_path, cifar_mini):
     probs, mags = _deterministic_schedule({"Invert": (0.5, 0.0), "Posterize": (0.6, 4.0),
                                            "Solarize": (0.4, 128.0)})
     doc_path = tmp_path / "flat.json"
-    from hba_fast.export import to_json_flat, write_text_atomic
+    from hba_fast import atomic
+    from hba_fast.export import to_json_flat
 
-    write_text_atomic(doc_path, json.dumps(to_json_flat(probs, mags)))
+    atomic.write_json(doc_path, to_json_flat(probs, mags))
     export_schedule(doc_path, "albumentations", tmp_path / "albu.json")
     loaded = A.load(str(tmp_path / "albu.json"), data_format="json")
     img = cifar_mini["test_images"][7]
@@ -203,3 +204,32 @@ def test_export_command_line(tmp_path):
 
 def test_op_names_cover_pba():
     assert sorted(PBA_OPS) == sorted(op.name for op in OPS) and len(OP_INDEX) == 15
+
+
+def test_unwritable_out_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    """Writes go through atomic.py: an OSError is one line naming the file and --out, and no temp file stays."""
+    import errno
+    import os
+
+    from hba_fast.cli import main
+
+    _write(tmp_path / "schedule.json", epochs=2)
+    (tmp_path / "afile").write_text("")
+    assert main(["export", str(tmp_path / "schedule.json"), "--to", "pba", "--out",
+                 str(tmp_path / "afile" / "p.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hba-fast: error: cannot write") and "p.txt" in err and "set --out to" in err
+    real_write = os.write
+
+    def enospc(fd, data):
+        if os.fstat(fd).st_size == 0 and data:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", enospc)
+    assert main(["export", str(tmp_path / "schedule.json"), "--to", "json-flat", "--out",
+                 str(tmp_path / "flat.json")]) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "No space left on device (ENOSPC)" in err and "free space" in err and "--out" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "schedule.json"]  # no temp file left

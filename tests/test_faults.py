@@ -162,6 +162,32 @@ def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, m
     assert "stopped: OutputError" in (tmp_path / "log.txt").read_text()
 
 
+def test_full_disk_outside_the_runs_own_writes_is_atomics_line(tmp_path, capsys, monkeypatch):
+    """An ENOSPC/EROFS met outside atomic.py (a library's own write) reads as atomic.output_error's line."""
+    import errno
+
+    import hba_fast.export
+    import hba_fast.search
+
+    def full(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "events.out"))
+
+    monkeypatch.setattr(hba_fast.search, "search", full)
+    code, err = _cli(capsys, "search", *_sets(TINY + [f"run.out_dir={tmp_path / 'run'}"]))
+    assert code == 2
+    _one_clear_line(err, f"cannot write {tmp_path / 'run' / 'events.out'}", "No space left on device (ENOSPC)",
+                    "free space on the disk holding", "set run.out_dir to", "the last checkpoint is kept")
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(hba_fast.export, "export_schedule", read_only)
+    code, err = _cli(capsys, "export", "s.json", "--to", "pba", "--out", str(tmp_path / "p.txt"))
+    assert code == 2
+    _one_clear_line(err, f"cannot write {tmp_path / 'p.txt'}", "(EROFS)", "set --out to a writable folder")
+    assert "checkpoint" not in err
+
+
 @pytest.mark.slow
 def test_full_tmpfs_disk(tmp_path, capsys):
     """A real full disk: a tmpfs that holds one checkpoint but not the next one beside it (needs mount rights)."""
@@ -227,6 +253,22 @@ def test_config_that_is_a_folder_or_binary(tmp_path, capsys):
     code, err = _cli(capsys, "search", str(tmp_path / "c.yaml"))
     assert code == 2
     _one_clear_line(err, "c.yaml")
+
+
+def test_a_run_stopped_in_its_first_log_interval_keeps_its_files(tmp_path, capsys, monkeypatch):
+    """Ctrl-C before the first metrics row and checkpoint: training had begun, so the run's files stay."""
+    from hba_fast.trainer import Trainer
+
+    def interrupted(self, n_weight, n_hyper):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "run_round", interrupted)
+    code, err = _cli(capsys, "search", *_sets(TINY + [f"run.out_dir={tmp_path / 'run'}"]))
+    assert code == 130 and "interrupted" in err
+    run = tmp_path / "run"
+    assert (run / "config.yaml").exists() and (run / "environment.json").exists()
+    assert not (run / "checkpoint.pt").exists() and not (run / "metrics.jsonl").exists()
+    assert (run / "log.txt").read_text().splitlines()[-1].endswith(" interrupted")
 
 
 # ------------------------------------------------------------------------------------------ bad datasets
@@ -567,6 +609,40 @@ def test_following_the_corrupt_checkpoint_advice_works(finished_run, tmp_path, c
     assert code == 0, err
     assert (folder / "after-1-epochs" / "schedule.json").exists() or (folder / "earlier-run").exists()
     assert (folder / "schedule.json").exists() and (folder / "checkpoint.pt.bad").exists()
+
+
+def test_outputs_that_cannot_be_set_aside_are_one_clear_line(tmp_path):
+    """A fresh start over a finished run's outputs whose earlier-run/ cannot be made: OutputError, nothing lost."""
+    from hba_fast.errors import OutputError
+    from hba_fast.runlog import RunLog
+
+    (tmp_path / "schedule.json").write_text("{}")
+    (tmp_path / "earlier-run").write_text("a file where the folder would go")
+    with pytest.raises(OutputError, match="cannot write .*earlier-run.*File exists.*run.out_dir"):
+        RunLog(tmp_path, progress=False).write_run_info({"train": {"epochs": 1}}, {})
+    assert (tmp_path / "schedule.json").read_text() == "{}" and not (tmp_path / "config.yaml").exists()
+
+
+def test_log_lines_are_fsynced_at_checkpoints_not_each(tmp_path, monkeypatch):
+    """metrics.jsonl and log.txt lines are not fsynced one by one; a checkpoint's state_dict fsyncs both (so the
+    length it records is on disk), and the final row is fsynced at once."""
+    from hba_fast.runlog import RunLog
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    tmp_path = tmp_path.resolve()  # as /proc names the files
+    log = RunLog(tmp_path, progress=False)
+    for step in range(5):
+        log.metrics({"kind": "train", "step": step})
+        log.info(f"line {step}")
+    assert not [f for f in synced if f.endswith((".jsonl", ".txt"))]
+    state = log.state_dict()
+    assert state["metrics_bytes"] == (tmp_path / "metrics.jsonl").stat().st_size
+    assert {str(tmp_path / "metrics.jsonl"), str(tmp_path / "log.txt")} <= set(synced)
+    synced.clear()
+    log.metrics({"kind": "final", "test_error": 0.5})
+    assert str(tmp_path / "metrics.jsonl") in synced
 
 
 # ------------------------------------------------------------------------------------------ leftovers

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hba_fast.config import ConfigError, OptimConfig, TrainConfig, load_config
+from hba_fast.config import OptimConfig, TrainConfig, load_config
+from hba_fast.errors import ConfigError
 from hba_fast.hyper import HyperBatchNorm2d, init_hyper_bn
 from hba_fast.hyperparams import Hyperparams
 from hba_fast.models import build_model

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hba_fast.config import ConfigError, load_config
+from hba_fast.config import load_config
+from hba_fast.errors import ConfigError
 from hba_fast.mixed_ops import apply_mixed, apply_positions, mixed_params
 from hba_fast.ops import CUTOUT_FILL, OP_INDEX, OPS, apply_op, cutout, cutout_centres, cutout_size
 from hba_fast.policy import (
@@ -188,6 +189,22 @@ def test_triton_positions_match_indexed_policy(cifar_mini):
     for pos in range(2):
         ref = _apply_position_indexed(ref, draw.ops[:, pos], draw.mags[:, pos], centres[pos], None)
     assert torch.equal(out, ref) and not torch.equal(out, x)
+
+
+def test_impl_choice_is_the_kernels_one(monkeypatch):
+    """mixed_ops decides with the kernels' `use_triton`: "auto" keeps uint8 CPU images on the torch passes,
+    "triton" without the interpreter raises TritonUnavailableError (a ValueError) naming the fix."""
+    from hba_fast.kernels.triton_support import TritonUnavailableError, triton
+
+    x = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    op, mag, centres = torch.tensor([OP_INDEX["Invert"], -1]), torch.zeros(2), torch.zeros(2, 2, dtype=torch.long)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert torch.equal(mixed(x, op, mag, centres, impl="auto")[0], torch.full((3, 8, 8), 255, dtype=torch.uint8))
+    if triton is not None:
+        with pytest.raises(TritonUnavailableError, match=r"mixed_ops\(impl='triton'\) needs CUDA tensors"):
+            mixed(x, op, mag, centres, impl="triton")
+    with pytest.raises(ValueError, match="mixed_ops: impl must be one of"):
+        mixed(x, op, mag, centres, impl="cuda")
 
 
 @pytest.mark.gpu

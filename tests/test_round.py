@@ -168,7 +168,22 @@ def test_rounds_make_no_host_sync(tmp_path, strategy):
     assert tr.step == 6 and len(rounds) == 4  # 3 steps per epoch, t_train=2: (2,1) (1,0) | (1,1) (2,1)
     assert counts.get("round", []) == [], f"host syncs inside the round: {counts['round']}"
     assert counts.get("other", []) == [], f"host syncs between rounds: {counts['other']}"
-    assert 0 < len(counts["log"]) <= 4 * len(logs)  # NaN check, two meters, lr: at most 4 reads per log line
+    assert len(counts["log"]) == len(logs)  # NaN check, lr and both meters: one read per log line
+
+
+def test_nan_in_a_hyper_step_is_reported_as_that_hyper_step(tmp_path):
+    """Only the validation batches are NaN: the error names the hyper step after the epoch's last weight step (not
+    the next weight step, step 4 of an epoch of 3)."""
+    from hba_fast.errors import NonFiniteLossError
+    from hba_fast.pipelines.base import Batch
+
+    tr = _build(tmp_path, t_train=3, epochs=2)  # 3 steps per epoch: one round (3, 1)
+    val_batch = tr.feed.val_batch
+    tr.feed.val_batch = lambda j: (lambda b: Batch(b.images * float("nan"), b.labels, b.lam))(val_batch(j))
+    with pytest.raises(NonFiniteLossError) as e:
+        tr.fit()
+    assert "in the hyper step after weight step 3 (step 3 of epoch 1/2); the run stopped" in str(e.value), e.value
+    assert "before any update" not in str(e.value)
 
 
 # ---------------------------------------------------------------- the same numbers as the trainer before rounds
@@ -176,9 +191,10 @@ def test_rounds_make_no_host_sync(tmp_path, strategy):
 def _legacy_fit(tr):
     """The trainer's loop before the sync-free round: Python lr set per step, batches from the pipeline's iterators
     (indexed policy), a hyper step after every t_train-th weight step of the run. The optimisers are of the kinds
-    the trainer now uses (fused SGD, fused Adam on the CPU), batch norm in the mode train.hyper_bn sets: HBA's policy draws are discrete (a probability against
-    a uniform number, a magnitude rounded to pixels), so a last-bit difference in lambda can change a later draw and
-    the trajectories part; `test_fused_optimisers_match_the_plain_ones` bounds that substitution on its own.
+    the trainer now uses (fused SGD, fused Adam on the CPU), batch norm in the mode train.hyper_bn sets: HBA's
+    policy draws are discrete (a probability against a uniform number, a magnitude rounded to pixels), so a last-bit
+    difference in lambda can change a later draw and the trajectories part;
+    `test_fused_optimisers_match_the_plain_ones` bounds that substitution on its own.
     Returns (losses, lambda after each hyper step)."""
     cfg, optim, model, hyper = tr.cfg, tr.optim_cfg, tr.model, tr.hyper
     opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov,
@@ -330,7 +346,8 @@ def test_compile_runs_the_same_round(tmp_path, monkeypatch):
 
 
 def test_config_fields_and_yaml_words(tmp_path):
-    from hba_fast.config import ConfigError, load_config
+    from hba_fast.config import load_config
+    from hba_fast.errors import ConfigError
 
     cfg = load_config(None, ["train.graphs=off", "train.compile=max-autotune"])  # YAML reads off as false
     assert (cfg.train.graphs, cfg.train.compile) == ("off", "max-autotune")
@@ -381,7 +398,7 @@ class _FakeCuda:
 
         class Stream:
             def __init__(self, device=None):
-                pass
+                fake.streams += 1
 
             def wait_stream(self, other):
                 fake.events.append("wait")
@@ -399,7 +416,10 @@ class _FakeCuda:
             yield
 
         self.CUDAGraph, self.Stream, self.graph, self.stream = Graph, Stream, graph, stream
-        self.current_stream = lambda device=None: Stream()
+        self.streams = 0
+        main = Stream()
+        self.streams = 0  # side streams made (the main one above not counted)
+        self.current_stream = lambda device=None: main
 
 
 def test_runner_warms_up_captures_once_and_replays(monkeypatch):
@@ -416,13 +436,33 @@ def test_runner_warms_up_captures_once_and_replays(monkeypatch):
     assert len(fake.graphs) == 1 and fake.graphs[0].replays == 4  # the capturing round is replayed too
     assert [g.device.type for g in fake.graphs[0].registered] == ["cuda"]  # only CUDA generators are registered
     assert fake.events.count("side") == 3  # warm-up rounds run on a side stream
+    side = runner.side
+    assert side is not None
     runner.reset()
     for _ in range(5):
         runner.run(2, 1)
     assert len(calls) == 5 + 4 and len(fake.graphs) == 2  # after reset (a resume): warm-up and capture again
+    assert runner.side is side and fake.streams == 1  # one side stream per runner, made once
     off = graphs.RoundRunner(lambda n, m: calls.append((n, m, None)), 2, 1, torch.device("cpu"), False)
     off.run(2, 1)
     assert calls[-1] == (2, 1, None)
+
+
+def test_runner_captures_the_warm_up_epochs_rounds_too(monkeypatch):
+    """train.hyper_warmup_epochs: whole rounds without hyper steps, then with them; each phase is captured and
+    replayed in its turn (one graph at a time), partial rounds stay eager."""
+    fake = _FakeCuda()
+    for name in ("CUDAGraph", "Stream", "graph", "stream", "current_stream"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    calls = []
+    runner = graphs.RoundRunner(lambda n, m: calls.append((n, m, fake.capturing)), 2, 1, torch.device("cuda", 0),
+                                True)
+    for n, m in [(2, 0)] * 5 + [(1, 0)] + [(2, 1)] * 5:
+        runner.run(n, m)
+    assert calls == ([(2, 0, False)] * 3 + [(2, 0, True)] + [(1, 0, False)]
+                     + [(2, 1, False)] * 3 + [(2, 1, True)])  # per phase: 3 warm-ups and 1 capture
+    assert [g.replays for g in fake.graphs] == [2, 2] and runner.shape == (2, 1)
+    assert fake.streams == 1  # the same side stream for both phases
 
 
 # ---------------------------------------------------------------- the feeds give the same batches
@@ -455,6 +495,18 @@ def test_feeds_give_the_iterators_batches(tmp_path):
                     assert torch.equal(x, y) and torch.equal(x, z)
     assert gather.state_dict()["step"] == iterators.state_dict()["step"] and gather.epoch == iterators.epoch == 2
     assert math.isfinite(float(feeds[0].train_batch(0).images.sum()))
+
+
+def test_empty_validation_split_is_the_shared_data_error(tmp_path):
+    """The torch pipeline words it as the DALI one does (pipelines/base.py), with the fix."""
+    from hba_fast.errors import DataError
+    from hba_fast.pipelines.base import EMPTY_VAL
+
+    data = _data_cfg(num_val=0)
+    pipe = TorchPipeline(data, load_splits(data), None, torch.device("cpu"), seed=5)
+    with pytest.raises(DataError) as e:
+        pipe.val_batch()
+    assert str(e.value) == EMPTY_VAL and "set data.num_val > 0" in EMPTY_VAL
 
 
 def test_schedule_sampler_reads_its_static_entry():

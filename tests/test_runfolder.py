@@ -117,7 +117,10 @@ def test_nonfinite_message_says_what_is_kept_and_what_to_change():
 
     kw = dict(searched=True, checkpoint=Path("r/checkpoint.pt"), checkpoint_every=1)
     none = nonfinite_message("the loss became NaN/Inf by step 2", OptimConfig(), amp=False, saved_epoch=None, **kw)
-    assert "No checkpoint was written yet" in none and "is kept" not in none
+    assert "No checkpoint was written yet (the first comes at the end of epoch 1)" in none and "is kept" not in none
+    short = nonfinite_message("x", OptimConfig(), amp=False, saved_epoch=None, searched=True, checkpoint=Path("c"),
+                              checkpoint_every=5, epochs=2)
+    assert "the first comes at the end of epoch 2)" in short  # the last epoch is checkpointed too
     assert "train.amp=off" not in none  # amp is off already
     kept = nonfinite_message("x", OptimConfig(), amp=True, saved_epoch=3, **kw)
     assert "end of epoch 3" in kept and "start a new run (--set run.out_dir=...)" in kept and "train.amp=off" in kept
@@ -270,3 +273,33 @@ def test_bf16_on_a_cpu_without_it_says_so(monkeypatch):
     monkeypatch.setattr(session, "cpu_has_bf16", lambda: True)
     session.check_gpu_options(cfg, torch.device("cpu"), said.append)
     assert said == []
+
+
+def test_environment_records_this_projects_commit_or_hba_git_sha(tmp_path, monkeypatch):
+    """git_state: the sha and dirty flag of hba_fast's own checkout; an enclosing repository (an installed copy
+    inside another repo) is not ours: then HBA_GIT_SHA names the commit, and dirty is unknown."""
+    import shutil
+    import subprocess
+
+    from hba_fast import runlog
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.txt").write_text("a")
+    subprocess.run([*git, "add", "a.txt"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "a"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    monkeypatch.setenv("HBA_GIT_SHA", "cafe")
+    monkeypatch.setattr(runlog, "ROOT", tmp_path.resolve())
+    assert runlog.git_state() == (head, False)
+    (tmp_path / "a.txt").write_text("b")
+    assert runlog.git_state() == (head, True)
+    (tmp_path / "site").mkdir()
+    monkeypatch.setattr(runlog, "ROOT", (tmp_path / "site").resolve())  # inside another repository
+    assert runlog.git_state() == ("cafe", None)
+    monkeypatch.delenv("HBA_GIT_SHA")
+    env = runlog.environment("cpu")
+    assert env["git_sha"] is None and env["git_dirty"] is None and env["device"] == "cpu"
+    assert {"torch", "triton", "dali", "numpy", "torchvision", "cpu_threads", "cpus"} <= set(env)

@@ -242,6 +242,26 @@ def test_epochs_stretch_like_hba_fast_train():
     assert SchedulePolicy.from_arrays(probs, mags).entry_index(10) == 3  # no stretch: the last entry
 
 
+def test_batch_reads_the_epoch_from_a_static_buffer_that_set_epoch_rewrites():
+    """What a CUDA graph captured around `batch` needs: the entry sits in one static per-device buffer (the
+    trainer's ScheduleSampler) that `set_epoch` alone rewrites in place, so a replay, which runs no Python, applies
+    the epoch set last. On the CPU: the same tensors twice, the buffer changed between them by set_epoch only."""
+    probs = np.zeros((2, NUM_SLOTS), np.float32)
+    probs[1, OP_INDEX["Invert"]] = 1.0  # epoch 1: Invert unless K = 0
+    policy = SchedulePolicy.from_arrays(probs, np.zeros_like(probs), seed=0)
+    x = torch.randint(0, 256, (256, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(policy.batch(x), x)  # epoch 0: every probability 0
+    buf = policy._sampler._on[torch.device("cpu")][1]  # (2, 30): the entry the draws read
+    assert torch.equal(buf[0], torch.zeros(NUM_SLOTS))
+    policy.set_epoch(1)
+    assert policy._sampler._on[torch.device("cpu")][1] is buf  # the same storage a captured graph holds
+    assert torch.equal(buf[0], torch.from_numpy(probs[1]))  # rewritten before any further batch call
+    inverted = (policy.batch(x) == 255 - x).flatten(1).all(1)
+    assert 0.7 < inverted.float().mean() < 0.9  # P(K > 0) = 0.8
+    policy.set_epoch(0)
+    assert torch.equal(buf[0], torch.zeros(NUM_SLOTS)) and torch.equal(policy.batch(x), x)
+
+
 class _Images(torch.utils.data.Dataset):
     def __init__(self, images, transform):
         self.images, self.transform = images, transform

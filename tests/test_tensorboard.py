@@ -2,6 +2,7 @@
 TensorBoard events, read back with TensorBoard's own reader."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -32,6 +33,28 @@ def test_search_writes_tensorboard_events(tmp_path):
     logged = [r for r in rows if r.get("kind") == "train"]  # one row per log interval (log_every=1: every round)
     assert len(logged) >= 2 and len(events.Scalars("train/train_loss")) == len(logged)
     assert [e.step for e in events.Images("schedule")] == [0, 1]  # the figure after each epoch
+
+    # Extended (resumed from the checkpoint after step 4): the new event file purges from step 5 on and writes
+    # only the new schedule entry; the user's own figures stay open.
+    import matplotlib.pyplot as plt
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    mine = plt.figure()
+    search(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3)))
+    assert plt.fignum_exists(mine.number)
+    plt.close(mine)
+    files = sorted((out / "tensorboard").glob("events.out.tfevents.*"), key=lambda f: int(f.name.split(".")[3]))
+    assert len(files) == 2
+    new = list(EventFileLoader(str(files[1])).Load())
+    starts = [e.step for e in new if e.HasField("session_log") and e.session_log.status == e.session_log.START]
+    assert starts == [5]
+    lam = [e.step for e in new if e.HasField("summary") and e.summary.value[0].tag == "lambda/ShearX.0.prob"]
+    assert lam == [2]
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    assert [e.step for e in events.Scalars("lambda/ShearX.0.prob")] == [0, 1, 2]
+    assert [e.step for e in events.Images("schedule")] == [0, 1, 2]
+    steps = [e.step for e in events.Scalars("train/train_loss")]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
 
 
 def test_tensorboard_missing_package_is_a_clear_error(monkeypatch):

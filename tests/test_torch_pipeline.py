@@ -431,7 +431,7 @@ def test_resume_mid_epoch_continues_the_epoch():
 
 
 def test_too_small_training_split_is_a_clear_error():
-    from hba_fast.datasets import DataError
+    from hba_fast.errors import DataError
 
     with pytest.raises(DataError, match="fewer than one batch"):
         TorchPipeline(make_cfg(batch_size=64), make_splits(n_train=40), None, "cpu")

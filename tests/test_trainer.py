@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from hba_fast.checkpoint import CheckpointError
 from hba_fast.config import OptimConfig, TrainConfig
+from hba_fast.errors import CheckpointError
 from hba_fast.hyperparams import Hyperparams
 from hba_fast.models import build_model
 from hba_fast.pipelines.base import Batch
@@ -143,6 +143,43 @@ def test_resume_mid_run_matches_an_uninterrupted_run(tmp_path):
     assert len(state["ranks"]) == 1
     with pytest.raises(CheckpointError, match="written by 2 process"):  # resuming with another process count
         _trainer(tmp_path / "d").load_state_dict({**state, "ranks": state["ranks"] * 2})
+
+
+def test_resume_on_another_device_kind_says_so(tmp_path):
+    """A checkpoint from a CUDA run on a machine without CUDA: a CheckpointError that says where to resume it, not
+    "damaged" (the CUDA generator states would not go into CPU generators); older checkpoints say it by their
+    CUDA RNG state."""
+    from hba_fast.checkpoint import save_checkpoint
+
+    tr = _trainer(tmp_path / "a")
+    state = tr.state_dict()
+    assert state["device"] == "cpu"
+    cuda_rng = torch.zeros(16, dtype=torch.uint8)  # a Philox state: seed and offset
+    looks_cuda = {**state, "device": "cuda"}
+    save_checkpoint(tmp_path / "cuda.pt", looks_cuda)
+    with pytest.raises(CheckpointError, match="written on cuda, this run is on cpu: resume it on a GPU machine"):
+        tr.resume(tmp_path / "cuda.pt")
+    old = {k: v for k, v in state.items() if k != "device"}
+    old["ranks"] = [{**state["ranks"][0], "rng": {"cpu": state["ranks"][0]["rng"]["cpu"], "cuda": cuda_rng}}]
+    with pytest.raises(CheckpointError, match="written on cuda"):
+        tr.load_state_dict(old)
+    tr.load_state_dict({k: v for k, v in state.items() if k != "device"})  # an older CPU checkpoint still loads
+
+
+def test_hyperparams_keep_this_devices_adam_flags():
+    """Adam's saved groups carry the flags of the device that wrote them (capturable on CUDA): after loading, the
+    optimiser has this device's (fused on the CPU) and steps."""
+    hyper = Hyperparams(SearchSpace(), sigma=1.0, lr=0.01, device="cpu")
+    state = hyper.state_dict()
+    for group in state["optimizer"]["param_groups"]:  # as Hyperparams on CUDA writes them
+        group.update(capturable=True, fused=None)
+    other = Hyperparams(SearchSpace(), sigma=1.0, lr=0.01, device="cpu")
+    other.load_state_dict(state)
+    group = other.optimizer.param_groups[0]
+    assert group["capturable"] is False and group["fused"] is True
+    before = other.lam.detach().clone()
+    other.step((other.lam ** 2).sum())
+    assert not torch.equal(other.lam.detach(), before)
 
 
 def test_plain_training_without_lambda(tmp_path):

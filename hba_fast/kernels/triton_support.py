@@ -6,7 +6,9 @@
     IMPLS               ("auto", "triton", "torch"), the values of every public function's `impl=`
     check_impl(impl)    ValueError naming the valid values
     use_triton(impl, x) whether to run the Triton kernel for x (the decision table below), or
-                        TritonUnavailableError when impl="triton" cannot run here, naming the fix
+                        TritonUnavailableError when impl="triton" cannot run here, naming the fix; `dtypes`
+                        names the dtypes "auto" sends to Triton (default the float ones below; the policy's
+                        mixed-op kernels pass uint8)
 
         impl      CUDA tensor, float32/float16/bfloat16    other tensors
         "auto"    Triton (when installed)                  torch
@@ -64,7 +66,7 @@ def check_impl(impl: str, where: str = "impl") -> None:
                          f"elsewhere; 'triton': always the kernel; 'torch': never), got {impl!r}")
 
 
-def use_triton(impl: str, x: torch.Tensor, where: str) -> bool:
+def use_triton(impl: str, x: torch.Tensor, where: str, dtypes: tuple[torch.dtype, ...] = KERNEL_DTYPES) -> bool:
     """Run the Triton kernel on x (and the tensors that go with it)? See the table in the module docstring.
 
     impl="auto" never raises; impl="triton" raises TritonUnavailableError where the kernel cannot run.
@@ -73,7 +75,7 @@ def use_triton(impl: str, x: torch.Tensor, where: str) -> bool:
     if impl == "torch":
         return False
     if impl == "auto":
-        return triton is not None and x.is_cuda and x.dtype in KERNEL_DTYPES
+        return triton is not None and x.is_cuda and x.dtype in dtypes
     if triton is None:
         raise TritonUnavailableError(f"{where}(impl='triton') needs the triton package: pip install triton, "
                                      "or use impl='torch'")

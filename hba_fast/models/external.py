@@ -13,12 +13,15 @@ initialisation and reported. `hba_fast.hyperize` then turns the model into the s
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)  # in a run: to its log.txt and stdout (RunLog.forward_logging)
 
 PREFIXES = ("torchvision:", "timm:")
 
@@ -83,6 +86,6 @@ def load_checkpoint_weights(model: nn.Module, path: str) -> list[str]:
                           f"(is it a checkpoint of this architecture?)")
     model.load_state_dict(fits, strict=False)
     if skipped:
-        print(f"[hba-fast] model.checkpoint: {len(skipped)} tensor(s) of another shape or name left at their "
-              f"initialisation: {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}")
+        log.warning(f"model.checkpoint: {len(skipped)} tensor(s) of another shape or name left at their "
+                    f"initialisation: {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}")
     return skipped

@@ -6,7 +6,8 @@ device; labels int64 (B,); lam float32 (B, 54), the exact lambda_i used to augme
 or None for clean batches and for runs without a search. The per-sample policy of each training batch comes
 from a `hba_fast.hyperparams.Sampler` (or none: the recipe only), which the pipeline calls and checkpoints.
 The trainer reads batches through a `RoundFeed` (round_feed.py): a pipeline may offer its own,
-`round_feed(t_train, t_val)` (the torch pipeline does: the whole batch computation inside a CUDA-graph round);
+`round_feed(t_train, t_val, capture_ready)` (the torch pipeline does: the whole batch computation inside a CUDA-graph
+round; `capture_ready`: the round must make no host sync);
 any other is fed through a `StagedFeed` over its iterators.
 """
 from __future__ import annotations
@@ -20,6 +21,16 @@ from ..errors import BackendError
 from ..hyperparams import PolicySample  # noqa: F401 (part of what a pipeline deals in)
 
 BACKENDS = ("auto", "torch", "dali")
+
+# The data errors both backends raise, worded once
+EMPTY_VAL = ("the validation split is empty (data.num_val=0, or every validation image was skipped as corrupt); "
+             "the hyper steps need validation images: set data.num_val > 0")
+
+
+def too_few_train_images(n: int, batch_size: int, world: int) -> str:
+    """The message for a training split of `n` images that does not fill one batch on each of `world` processes."""
+    return (f"the training split has {n} images, fewer than one batch of data.batch_size={batch_size} x {world} "
+            f"process(es); lower data.batch_size or raise data.num_train")
 
 
 class Batch(NamedTuple):

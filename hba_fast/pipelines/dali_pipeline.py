@@ -37,7 +37,7 @@ from nvidia.dali import fn, pipeline_def, types
 
 from ..errors import DataError
 from ..policy import SearchSpace
-from .base import Batch
+from .base import EMPTY_VAL, Batch, too_few_train_images
 from .dali_ops import affine_matrices, apply_op_by_index, to_torch
 from .dali_readers import (
     ArrayFeeder,
@@ -55,19 +55,12 @@ log = logging.getLogger(__name__)
 LAM_DIM = SearchSpace.lam_dim  # 54
 # PCA lighting's RGB offset per unit alpha, in pixels: eigvec[c][k] * eigval[k] * 255 (float32, as DALI adds it).
 _PCA_RGB = np.array(PCA_EIGVEC, np.float32) * np.array(PCA_EIGVAL, np.float32)[None, :] * 255.0  # (3, 3)
-_EMPTY_VAL = ("the validation split is empty (data.num_val=0, or every validation image was skipped as corrupt); "
-              "the hyper steps need validation images: set data.num_val > 0")
 
 
 def _scale255(v) -> list[float]:
     v = [float(x) for x in torch.as_tensor(v, dtype=torch.float64).reshape(-1)]
     assert len(v) == 3, f"mean/std must have 3 channels, got {v}"
     return [x * 255.0 for x in v] if max(v) <= 1.0 else v
-
-
-def _const(value: np.ndarray, device: str):
-    node = types.Constant(value, device="cpu")
-    return node.gpu() if device == "gpu" else node
 
 
 def _cutout_fixed(x, side: int):
@@ -140,9 +133,7 @@ class DaliPipeline:
         n = len(self.train_files[0]) if self.train_files else len(splits.train.labels)
         self.steps_per_epoch = (n // self.world) // self.batch_size
         if self.steps_per_epoch < 1:
-            raise DataError(f"the training split has {n} images, fewer than one batch of data.batch_size="
-                            f"{self.batch_size} x {self.world} process(es); lower data.batch_size or raise "
-                            f"data.num_train")
+            raise DataError(too_few_train_images(n, self.batch_size, self.world))
         self.sizes = {"train": n, **{k: len(self._eval_files[k][0]) if k in self._eval_files else
                                      len(getattr(splits, k).labels) for k in ("val", "test")}}  # corrupt ones dropped
         self._train_pipe, self._epoch, self._step = None, 0, 0
@@ -300,7 +291,7 @@ class DaliPipeline:
         """The next clean validation batch (cycles forever, reshuffled each pass)."""
         if self._val_pipe is None:
             if len(self.splits.val.labels) == 0:
-                raise DataError(_EMPTY_VAL)
+                raise DataError(EMPTY_VAL)
             if self.splits.val.files is not None:
                 self._val_pipe = _CyclingFiles(self)
             else:
@@ -358,7 +349,7 @@ class _CyclingFiles:
                 return next(self.it)
             except StopIteration:
                 self.it = None
-        raise DataError(_EMPTY_VAL)
+        raise DataError(EMPTY_VAL)
 
 
 def _run_all(pipe, owner: DaliPipeline):

@@ -79,8 +79,10 @@ class StagedFeed:
         images, labels, lam = self._static[split]
         if batch.images.shape != images.shape[1:] or (batch.lam is None) != (lam is None):
             raise DataError(f"the pipeline's {split} batches changed shape ({tuple(images.shape[1:])} -> "
-                            f"{tuple(batch.images.shape)}); every batch of a round must have the same shape "
-                            f"(drop the last partial batch)")
+                            f"{tuple(batch.images.shape)}); every batch of a round must hold data.batch_size "
+                            f"images of data.image_size: a pipeline that hands a short last batch cannot feed the "
+                            f"round, so make data.num_train and data.num_val multiples of data.batch_size "
+                            f"(times the processes)")
         images[k].copy_(batch.images, non_blocking=True)
         labels[k].copy_(batch.labels, non_blocking=True)
         if lam is not None:

@@ -35,10 +35,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..datasets import DataError, ImageSet, Splits, with_images
+from ..datasets import ImageSet, Splits, with_images
+from ..errors import DataError
 from ..policy import apply_draw, apply_policy, static_form
 from . import recipes
-from .base import Batch
+from .base import EMPTY_VAL, Batch, too_few_train_images
 from .round_feed import HostStager
 
 
@@ -72,8 +73,7 @@ class TorchPipeline:
         n_train = len(self._sets["train"][1])
         self.steps_per_epoch = n_train // (self.batch_size * world)
         if self.steps_per_epoch == 0:
-            raise DataError(f"the training split has {n_train} images, fewer than one batch of data.batch_size="
-                            f"{self.batch_size} x {world} process(es); lower data.batch_size or raise data.num_train")
+            raise DataError(too_few_train_images(n_train, self.batch_size, world))
         self.seed = _mix(data_cfg.split_seed, torch.initial_seed()) if seed is None else int(seed)
         self._aug_gen = torch.Generator(device=self.device).manual_seed(_mix(self.seed, rank, 1))
         self._val_gen = torch.Generator().manual_seed(_mix(self.seed, rank, 2))
@@ -154,7 +154,7 @@ class TorchPipeline:
         passes (a pass is drawn on the host and copied to the store once)."""
         n = len(self._sets["val"][1])
         if n == 0:
-            raise DataError("the validation split is empty (data.num_val=0); the hyper steps need data.num_val > 0")
+            raise DataError(EMPTY_VAL)
         parts = []
         while count:
             if self._val_perm is None or self._val_pos == n:
@@ -218,12 +218,15 @@ class TorchRoundFeed:
         self.pipe = pipe
         self.static = True if capture_ready else None  # the policy's form: static, or data.policy_form's choice
         b = pipe.batch_size
-        self.train_idx = torch.zeros((t_train, b), dtype=torch.long, device=pipe.device)  # static
-        self.val_idx = torch.zeros((t_val, b), dtype=torch.long, device=pipe.device)  # static
+        self.train_idx: torch.Tensor | None = None  # static (t_train, B) on the device, with device-resident arrays
+        self.val_idx: torch.Tensor | None = None  # static (t_val, B)
         self.stager = None
         if pipe._store != pipe.device:  # arrays on the host: rows go over per round, not indices
             self.stager = HostStager({k: pipe._sets[k] for k in ("train", "val")}, {"train": t_train, "val": t_val},
                                      b, pipe.device)
+        else:
+            self.train_idx = torch.zeros((t_train, b), dtype=torch.long, device=pipe.device)
+            self.val_idx = torch.zeros((t_val, b), dtype=torch.long, device=pipe.device)
         self._table: torch.Tensor | None = None  # (steps, B) this epoch's indices on the store
         self._epoch, self._pos = 0, 0
 
