@@ -129,8 +129,9 @@ class ModelConfig:
     # auto = fused Triton kernels on CUDA tensors, torch elsewhere; torch = cuDNN/ATen everywhere
     checkpoint: str | None = None  # local weights file for a torchvision:/timm: model (None: fresh init)
     # HyperBatchNorm2d init (hba_fast.hyper.init_hyper_bn; docs/results/hyper-options-cpu.md measures why):
-    hyper_bn_bias_u: float = field(default=1.0, metadata=_searched(-10.0, 10.0))  # constant init of bias_u (phiU of
-    # beta), as weight_u = 1; 0 (nn.BatchNorm2d's beta) closes lambda's shift path: bias_v gets no gradient
+    hyper_bn_bias_u: float = field(default=0.0, metadata=_searched(-10.0, 10.0))  # constant init of bias_u (phiU of
+    # beta); 0 (nn.BatchNorm2d's beta) closes lambda's shift path at the start (bias_v gets no gradient), 1 opens
+    # it but cost the demo's hypernet 7-8 points of test error
     hyper_bn_v_std: float = field(default=0.01, metadata=_searched(0.0, 10.0))  # std of weight_v, bias_v (phiV) at
     # init, times sqrt(lam_dim) (STN's 0.01: std(phiV lam) = hyper_bn_v_std * rms(lam))
 
