@@ -161,13 +161,16 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--arms", required=True, help="comma-separated: baseline, cutout, autoaugment[:cifar10|svhn|"
                    "imagenet], randaugment[:N,M], trivialaugment, schedule:PATH (a schedule.json; several allowed)")
     p.add_argument("--seeds", type=int, default=3, help="runs per arm, seeds train.seed + 0..N-1 (default 3)")
+    p.add_argument("--only-seed", type=int, default=None, metavar="K",
+                   help="run only the pairs of seed K (0..N-1) and write no table: spread one comparison over "
+                        "several processes; a call without it writes the table from the finished pairs")
     return p
 
 
 def run_compare(cfg, args) -> None:
     from .compare import compare
 
-    compare(cfg, args.arms, args.seeds)
+    compare(cfg, args.arms, args.seeds, args.only_seed)
 
 
 if __name__ == "__main__":

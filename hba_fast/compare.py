@@ -186,18 +186,23 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
     atomic.save_figure(path, fig)
 
 
-def compare(cfg: Config, arms: list[Arm] | str, seeds: int = 3) -> dict:
-    """Run every (arm, seed) pair not finished yet, then write compare.json / .md / .png; returns the summary."""
+def compare(cfg: Config, arms: list[Arm] | str, seeds: int = 3, only_seed: int | None = None) -> dict:
+    """Run every (arm, seed) pair not finished yet, then write compare.json / .md / .png; returns the summary.
+    `only_seed` k: run only the pairs of seed k and write no table (to spread one comparison over several
+    processes or machines; a call without it then reads every finished pair back and writes the table)."""
     if isinstance(arms, str):
         arms = parse_arms(arms)
     if not (isinstance(seeds, int) and seeds >= 1):
         raise ConfigError(f"--seeds must be an integer >= 1, got {seeds!r}")
+    if only_seed is not None and not (isinstance(only_seed, int) and 0 <= only_seed < seeds):
+        raise ConfigError(f"--only-seed must be one of 0..{seeds - 1} (the seeds --seeds {seeds} runs), "
+                          f"got {only_seed!r}")
     out = Path(cfg.run.out_dir)
     dist = setup_distributed()
     try:
         log = RunLog(out, is_main=dist.is_main, progress=False)
         t0 = time.time()
-        pairs = [(arm, k) for arm in arms for k in range(seeds)]
+        pairs = [(arm, k) for arm in arms for k in range(seeds) if only_seed in (None, k)]
         results: dict[tuple[str, int], dict] = {}
         for i, (arm, k) in enumerate(pairs):
             pair_cfg = _pair_config(cfg, arm, k, out)
@@ -209,6 +214,10 @@ def compare(cfg: Config, arms: list[Arm] | str, seeds: int = 3) -> dict:
                 continue
             log.info(f"compare {what}: training")
             results[(arm.name, k)] = train(pair_cfg, schedule=arm.schedule, augment=arm.augment)
+        if only_seed is not None:
+            log.info(f"compare: the {len(pairs)} run(s) of seed {only_seed} are finished; run without --only-seed "
+                     f"for the table")
+            return {"pairs": {f"{a}/seed{k}": r for (a, k), r in results.items()}}
         rows = summarise(arms, results, seeds)
         table = markdown_table(rows)
         if dist.is_main:
