@@ -5,8 +5,8 @@ the search learn?
 
 writes three schedule.json files, each with the learned schedule's number of epochs, readable by `hba-fast train
 --schedule` and by `compare --arms schedule:PATH`:
-    OUT_DIR/prior/schedule.json     the initial lambda (every probability and magnitude at 0.95 lo + 0.05 hi) held
-                                    for all epochs: what the search starts from
+    OUT_DIR/prior/schedule.json     the search's initial lambda (its policy.init: the paper's puts every probability
+                                    and magnitude at 0.95 lo + 0.05 hi) held for all epochs: where the search starts
     OUT_DIR/final/schedule.json     the last epoch's entry held for all epochs: the learned policy without its change
                                     over time
     OUT_DIR/shuffled/schedule.json  the learned schedule with its ops shuffled: one random permutation of the 15 ops
@@ -67,7 +67,8 @@ def main() -> None:
     probs, mags = read_schedule(args.schedule)
     doc = json.loads(Path(args.schedule).read_text())
     epochs = len(probs)
-    p0, m0 = (x.numpy() for x in space.decode(space.init_lam()))
+    init = doc.get("config", {}).get("policy", {}).get("init", "paper")  # the search's own start
+    p0, m0 = (x.numpy() for x in space.decode(space.init_lam(init=init)))
     controls = {
         "prior": (np.repeat(p0[None], epochs, 0), np.repeat(m0[None], epochs, 0), {}),
         "final": (np.repeat(probs[-1:], epochs, 0), np.repeat(mags[-1:], epochs, 0), {}),

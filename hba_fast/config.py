@@ -118,6 +118,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class PolicyConfig:
     sigma: float = field(default=1.0, metadata=_searched(0.0, 100.0))  # std of eps_i in lambda_i = lambda + eps_i
+    init: str = field(default="paper", metadata=_searched(choices=("paper", "weak")))  # lambda's start: paper =
+    # every value at 0.95 lo + 0.05 hi (appendix A; the enhance ops' factor 0.19, near their strong end 0.1);
+    # weak = every magnitude 5% of the way from its op's identity towards its range's end (enhance ops 0.955)
 
 
 @dataclass(frozen=True)

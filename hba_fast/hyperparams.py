@@ -203,9 +203,9 @@ class Hyperparams:
     ranks in place (the identity for one process)."""
 
     def __init__(self, space: SearchSpace, sigma: float, lr: float, device: torch.device | str,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, init: str = "paper"):
         self.space = space
-        self.lam = nn.Parameter(space.init_lam(device))  # (54,) unbounded
+        self.lam = nn.Parameter(space.init_lam(device, init))  # (54,) unbounded
         # Adam with its step count on the device, no host read per step (module docstring): capturable on CUDA,
         # fused on the CPU (where capturable is not offered and the plain form reads the count with .item())
         on_cuda = self.lam.device.type == "cuda"

@@ -38,7 +38,7 @@ def search(cfg: Config) -> Path:
         splits = load_splits(cfg.data)
         space = SearchSpace()
         hyper = Hyperparams(space, cfg.policy.sigma, cfg.optim.hyper_lr, run.device, generator=torch.Generator(
-            run.device).manual_seed(cfg.train.seed * 1000 + run.dist.rank))
+            run.device).manual_seed(cfg.train.seed * 1000 + run.dist.rank), init=cfg.policy.init)
         pipeline = build_pipeline(cfg.data, splits, hyper.sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
         model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim,

@@ -32,8 +32,23 @@ SEARCH=(configs/cifar10-reduced.yaml "${COMMON[@]}" --set train.eval_every=0)
 EVAL=(configs/eval-cifar10.yaml "${COMMON[@]}" --set "run.out_dir=$OUT/compare" --seeds 3)
 PBA_FILE=${PBA_FILE:-$PWD/../shared/data/pba/rcifar10_16_wrn.txt}
 # Section 2: search variants, each one change to the default search (name -> its --set overrides).
+# The search's train.seed is 0 in every variant (search-s0 is the default's run with the same seed).
 declare -A VARIANTS=(
-  [wd-0.0005]="optim.weight_decay=0.0005"
+  [init-weak]="policy.init=weak"                      # enhance ops start near their identity (0.955), not 0.19
+  [hyper-lr-0.01]="optim.hyper_lr=0.01"               # lambda's Adam 3x slower (default 0.03)
+  [hyper-lr-0.1]="optim.hyper_lr=0.1"
+  [sigma-0.5]="policy.sigma=0.5"                      # smaller per-sample perturbation (default 1.0)
+  [sigma-2]="policy.sigma=2.0"
+  [wd-0.0005]="optim.weight_decay=0.0005"             # evaluation's weight decay (Table 8's search: 0.005)
+  [warmup-5]="train.hyper_warmup_epochs=5"            # default 1
+  [strategy-bn]="model.strategy=bn"                   # every BN a hyper-layer (default first_bn)
+  [strategy-conv-bn]="model.strategy=conv+bn"
+  [hyper-bn-batch]="train.hyper_bn=batch"             # default running
+  [t-val-2]="train.t_val=2"                           # t_train:t_val 2:2 (default 2:1)
+  [bias-u-1]="model.hyper_bn_bias_u=1.0"              # default 0
+  [v-std-0.1]="model.hyper_bn_v_std=0.1"              # default 0.01
+  [val-1000]="data.num_val=1000"                      # a smaller validation set (also moves the 1,000 training images)
+  [epochs-200]="train.epochs=200"                     # a search twice as long (its schedule stretched to 100)
 )
 # Regime 2 (one seed): 2,000 images, 60 epochs, split seed 1, the same 5,000-image validation set size.
 R2=(--set "data.path=$DATA" --set data.num_train=2000 --set data.num_val=5000 --set data.split_seed=1
