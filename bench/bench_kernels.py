@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from targets import goal as target_goal  # noqa: E402
 
 from hba_fast.kernels import hyper_batch_norm, hyper_conv2d, hyper_conv2d_ref
-from hba_fast.runlog import environment as hba_environment
+from hba_fast.run.environment import environment as hba_environment
 
 RESULTS = ROOT / "bench" / "results" / "kernels.jsonl"
 # (substring of torch.cuda.get_device_name, dense bf16 TFLOP/s, HBM GB/s); first match wins.
@@ -181,7 +181,7 @@ def bn_cases(B, c, h, dtype, device, memory_format):
 
 
 def environment(device: str) -> dict:
-    """This script's environment keys, from the package's one helper (hba_fast.runlog.environment)."""
+    """This script's environment keys, from the package's one helper (hba_fast.run.environment)."""
     env = hba_environment(device)
     return {"device": env.get("gpu") or "cpu (TRITON_INTERPRET smoke)", "torch": env["torch"],
             "triton": env["triton"], "cuda": env["cuda"], "git_sha": env["git_sha"] or "unknown",

@@ -52,9 +52,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from targets import goal  # bench/targets.py: issue 12's goals
 
-from hba_fast.hyperparams import ScheduleSampler
-from hba_fast.ops import OPS
-from hba_fast.runlog import environment as hba_environment
+from hba_fast.augment.ops import OPS
+from hba_fast.run.environment import environment as hba_environment
+from hba_fast.schedule.file import Schedule
+from hba_fast.schedule.sampler import ScheduleSampler
 
 RESULTS = ROOT / "bench" / "results" / "pipeline.jsonl"
 WORKLOADS = ("policy32", "policy224", "imagenet", "model")
@@ -71,11 +72,11 @@ def policy_tensors(device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
 def fixed_sampler() -> ScheduleSampler:
     """The benchmarked policy as a pipeline sampler (no lambda): a one-entry schedule, for any number of epochs."""
     probs, mags = policy_tensors()
-    return ScheduleSampler((probs[None], mags[None]), 1)
+    return ScheduleSampler(Schedule(probs[None], mags[None]), 1)
 
 
 def environment() -> dict:
-    """This script's environment keys, from the package's one helper (hba_fast.runlog.environment)."""
+    """This script's environment keys, from the package's one helper (hba_fast.run.environment)."""
     import PIL
 
     env = hba_environment()
@@ -147,7 +148,7 @@ def _pil_op(im, name: str, m: float):
 
 
 def _pil_policy(im, rng: np.random.Generator):
-    from hba_fast.pipelines.dali_readers import draw_policy
+    from hba_fast.data.dali_readers import draw_policy
 
     probs, mags = (t.numpy()[None] for t in policy_tensors())
     draw = draw_policy(probs, mags, int(rng.integers(2**62)))
@@ -236,8 +237,8 @@ def dali_policy_pipe(images_hwc: np.ndarray, batch: int, dali_dev: str, threads:
     """external_source uint8 batches (+ the PBA draw) -> policy (ours) or trivial_augment_wide (DALI's)."""
     from nvidia.dali import fn, pipeline_def, types
 
-    from hba_fast.pipelines.dali_ops import affine_matrices, apply_op_by_index
-    from hba_fast.pipelines.dali_readers import draw_policy
+    from hba_fast.augment.dali_ops import affine_matrices, apply_op_by_index
+    from hba_fast.data.dali_readers import draw_policy
 
     probs, mags = (t.numpy()[None].repeat(batch, 0) for t in policy_tensors())
     n = len(images_hwc) // batch
@@ -339,9 +340,9 @@ def graphed(fn):
 def policy_call(images: torch.Tensor, probs, mags, g, form: str) -> torch.Tensor:
     """One policy call (sample + apply) in `form`: static (the pipeline's: Triton kernels on CUDA, torch ops on the
     CPU), static torch (the torch passes wherever), indexed."""
-    from hba_fast.mixed_ops import apply_positions
-    from hba_fast.ops import cutout_centres
-    from hba_fast.policy import apply_policy, sample_policy
+    from hba_fast.augment.ops import cutout_centres
+    from hba_fast.augment.policy import apply_policy, sample_policy
+    from hba_fast.augment.static import apply_positions
 
     if form != "static torch":
         return apply_policy(images, probs, mags, g, static=not form.startswith("indexed"))
@@ -373,7 +374,7 @@ def torch_policy_rows(args, gpu: bool, record, workload: str, images: torch.Tens
 
 def bench_policy32(args, gpu: bool, pool, record) -> dict[int, dict[str, float]]:
     """Seconds per batch of each policy form, by batch size (torch forms, and 'dali' where DALI ran)."""
-    from hba_fast.shapes10 import make_shapes10
+    from hba_fast.data.shapes10 import make_shapes10
 
     dev = torch.device("cuda" if gpu else "cpu")
     dali_dev = "gpu" if gpu else "cpu"
@@ -412,7 +413,7 @@ def bench_policy224(args, gpu: bool, record) -> None:
 
 
 def _folder_splits(root: Path):
-    from hba_fast.shapes10 import class_dir_names
+    from hba_fast.data.shapes10 import class_dir_names
 
     def image_set(split):
         files, labels = [], []
@@ -427,7 +428,7 @@ def _folder_splits(root: Path):
 
 
 def bench_imagenet(args, gpu: bool, pool, record, root: Path) -> float | None:
-    from hba_fast.pipelines.dali_pipeline import DaliPipeline
+    from hba_fast.data.dali_pipeline import DaliPipeline
 
     dev = torch.device("cuda" if gpu else "cpu")
     splits = _folder_splits(root)
@@ -540,7 +541,7 @@ def main(argv=None) -> None:
         print(f"{workload:9s} {pipeline:40s} {batch or ''!s:>5s} {ips:>12s} img/s {ms:>9s} ms{value}  {scope}",
               flush=True)
 
-    from hba_fast.shapes10 import write_jpeg_tree
+    from hba_fast.data.shapes10 import write_jpeg_tree
 
     policy_s, imagenet_s = {}, None
     ctx = mp.get_context("spawn")

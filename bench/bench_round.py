@@ -41,16 +41,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hba_fast import graphs  # noqa: E402
+from hba_fast.augment.space import SearchSpace  # noqa: E402
 from hba_fast.config import DataConfig, OptimConfig, TrainConfig  # noqa: E402
-from hba_fast.datasets import load_splits  # noqa: E402
-from hba_fast.hyperparams import Hyperparams, ScheduleSampler  # noqa: E402
+from hba_fast.data.datasets import load_splits  # noqa: E402
+from hba_fast.data.torch_pipeline import TorchPipeline  # noqa: E402
+from hba_fast.engine import graphs  # noqa: E402
+from hba_fast.engine.hyperparams import Hyperparams  # noqa: E402
+from hba_fast.engine.trainer import Trainer  # noqa: E402
 from hba_fast.models import build_model  # noqa: E402
-from hba_fast.pipelines.torch_pipeline import TorchPipeline  # noqa: E402
-from hba_fast.policy import SearchSpace  # noqa: E402
-from hba_fast.runlog import environment as hba_environment  # noqa: E402
-from hba_fast.session import Run  # noqa: E402
-from hba_fast.trainer import Trainer  # noqa: E402
+from hba_fast.run.environment import environment as hba_environment  # noqa: E402
+from hba_fast.run.session import Run  # noqa: E402
+from hba_fast.schedule.file import Schedule  # noqa: E402
+from hba_fast.schedule.sampler import ScheduleSampler  # noqa: E402
 
 T_TRAIN = 2
 MODES = {  # mode -> (train.graphs, train.compile)
@@ -60,7 +62,7 @@ MODES = {  # mode -> (train.graphs, train.compile)
 
 
 def environment(device: torch.device) -> dict:
-    """This script's environment keys, from the package's one helper (hba_fast.runlog.environment)."""
+    """This script's environment keys, from the package's one helper (hba_fast.run.environment)."""
     env = hba_environment(device)
     return {"torch": env["torch"], "python": env["python"], "host": env["hostname"],
             "device": env.get("gpu") or "cpu", "cuda": env["cuda"], "threads": env["cpu_threads"],
@@ -87,7 +89,7 @@ def build(splits, data_cfg, strategy: str, mode: str, model: str, device: torch.
         sampler = hyper.sampler
     else:  # the plain baseline pays for the same policy: lambda's initial values, for every sample
         probs, mags = SearchSpace().decode(SearchSpace().init_lam())
-        sampler = ScheduleSampler((probs[None], mags[None]), 1)
+        sampler = ScheduleSampler(Schedule(probs[None], mags[None]), 1)
     pipeline = TorchPipeline(data_cfg, splits, sampler, device, seed=0)
     net = build_model(model, splits.num_classes, strategy)
     channels_last = device.type == "cuda"

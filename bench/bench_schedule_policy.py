@@ -26,11 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's hba_fast, installed or not
 
-from hba_fast.ops import OPS  # noqa: E402
-from hba_fast.policy import NUM_OPS, NUM_SLOTS  # noqa: E402
-from hba_fast.runlog import environment  # noqa: E402
-from hba_fast.schedule_policy import SchedulePolicy  # noqa: E402
-from hba_fast.shapes10 import make_shapes10  # noqa: E402
+from hba_fast.augment.ops import OPS  # noqa: E402
+from hba_fast.augment.space import NUM_OPS, NUM_SLOTS  # noqa: E402
+from hba_fast.data.shapes10 import make_shapes10  # noqa: E402
+from hba_fast.run.environment import environment  # noqa: E402
+from hba_fast.schedule.policy import SchedulePolicy  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "schedule_policy.jsonl"
 

@@ -30,17 +30,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hba_fast.augment.ops import OPS
+from hba_fast.augment.space import SearchSpace
 from hba_fast.config import load_config
-from hba_fast.datasets import load_splits
-from hba_fast.hyper import HyperBatchNorm2d, init_hyper_bn
-from hba_fast.hyperparams import Hyperparams
+from hba_fast.data import build_pipeline
+from hba_fast.data.datasets import load_splits
+from hba_fast.engine.hyperparams import Hyperparams
+from hba_fast.engine.trainer import Trainer, hyper_bn_mode
 from hba_fast.models import build_model
-from hba_fast.ops import OPS
-from hba_fast.pipelines import build_pipeline
-from hba_fast.policy import SearchSpace
-from hba_fast.runlog import environment
-from hba_fast.session import Run
-from hba_fast.trainer import Trainer, hyper_bn_mode
+from hba_fast.models.layers import HyperBatchNorm2d, init_hyper_bn
+from hba_fast.run.environment import environment
+from hba_fast.run.session import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = {"train.hyper_bn": "batch", "model.hyper_bn_bias_u": 0.0, "model.hyper_bn_v_std": 0.01,

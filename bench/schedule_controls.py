@@ -23,18 +23,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from hba_fast.ops import OPS
-from hba_fast.policy import NUM_OPS, SearchSpace
-from hba_fast.schedule import read_schedule, write_schedule
-
-
-def _entries(probs: np.ndarray, mags: np.ndarray, space: SearchSpace) -> list[dict]:
-    p, m = torch.as_tensor(probs, dtype=torch.float32), torch.as_tensor(mags, dtype=torch.float32)
-    lam = space.encode(p, m)
-    return [{"epoch": e, "probs": p[e].tolist(), "mags": m[e].tolist(), "lam": lam[e].tolist()}
-            for e in range(len(p))]
+from hba_fast.augment.ops import OPS
+from hba_fast.augment.space import NUM_OPS, SearchSpace
+from hba_fast.schedule.file import Schedule, read_schedule, write_schedule
 
 
 def shuffled(probs: np.ndarray, mags: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -64,7 +56,8 @@ def main() -> None:
     p.add_argument("--shuffle-seed", type=int, default=0)
     args = p.parse_args()
     space = SearchSpace()
-    probs, mags = read_schedule(args.schedule)
+    learned = read_schedule(args.schedule)
+    probs, mags = learned.probs, learned.mags
     doc = json.loads(Path(args.schedule).read_text())
     epochs = len(probs)
     init = doc.get("config", {}).get("policy", {}).get("init", "paper")  # the search's own start
@@ -78,8 +71,8 @@ def main() -> None:
         out = Path(args.out) / name / "schedule.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         record = {"control": name, "of": str(args.schedule), "shuffle_seed": args.shuffle_seed, **mapping}
-        write_schedule(out, _entries(cp, cm, space), {**doc.get("config", {}), "control": record},
-                       doc.get("environment", {}))
+        config = {**doc.get("config", {}), "control": record}
+        write_schedule(out, Schedule(cp, cm, ranges="search", source=name), config, doc.get("environment", {}))
         print(f"wrote {out}: {name}, {epochs} epochs, probability mass per epoch "
               f"{cp.sum(1).min():.3f}..{cp.sum(1).max():.3f}" + (f"; {mapping}" if mapping else ""))
 

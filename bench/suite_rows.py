@@ -25,9 +25,9 @@ SEARCH_WALL_GOAL_S = goal("search_wall_s")[0]  # reduced CIFAR-10 search (WRN-40
 
 
 def environment() -> dict:
-    """This script's environment keys, from the package's one helper (hba_fast.runlog.environment)."""
+    """This script's environment keys, from the package's one helper (hba_fast.run.environment)."""
     sys.path.insert(0, str(ROOT))  # the checkout's hba_fast, installed or not
-    from hba_fast.runlog import environment as hba_environment
+    from hba_fast.run.environment import environment as hba_environment
 
     env = hba_environment()
     return {"device": env.get("gpu") or "cpu", "torch": env["torch"], "cuda": env["cuda"], "triton": env["triton"],

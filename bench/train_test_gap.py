@@ -19,9 +19,9 @@ import torch
 import yaml
 
 from hba_fast.config import from_dict
-from hba_fast.datasets import load_splits
+from hba_fast.data.datasets import load_splits
+from hba_fast.data.recipes import standardise
 from hba_fast.models import build_model
-from hba_fast.pipelines.recipes import standardise
 
 
 @torch.no_grad()

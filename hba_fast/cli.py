@@ -13,26 +13,35 @@ import argparse
 import dataclasses
 import errno
 import sys
+import textwrap
 from pathlib import Path
 
 from . import __version__
+from .augment.arms import AUGMENT_HELP
 from .config import load_config
 from .errors import UserError
 
-EPILOG = """\
+
+def epilog() -> str:
+    """The --help text on outputs and resume; the fields a resume may change come from the config's own metadata."""
+    from .config import free_on_resume_fields
+
+    free = ", ".join(f"{section}.{key}" for section, key in sorted(free_on_resume_fields()) if key != "epochs")
+    resume = textwrap.fill(
+        "resume: a run stopped at any moment (Ctrl-C, a kill, a crash) continues from its last checkpoint (written at "
+        "the end of every epoch) when the same command is run again, and ends where an uninterrupted run would. To "
+        "extend a finished run, run it again with a larger --set train.epochs=N (its earlier outputs move to "
+        f"after-E-epochs/). Switches of how it runs may change too (run.*, {free}); any other changed setting is "
+        "refused: start a new run with --set run.out_dir=DIR. run.resume=false refuses to touch a folder that holds "
+        "a run.", width=112, subsequent_indent="  ")
+    return f"""\
 outputs: every run writes into its run folder, run.out_dir (runs/demo for the demo; set it with
   --set run.out_dir=DIR): schedule.json, schedule.png, model.pt, checkpoint.pt, config.yaml,
   environment.json, metrics.jsonl, log.txt. `hba-fast train` writes into RUN.OUT_DIR/train-schedule
   (or train-baseline, train-cutout, train-autoaugment, ...): model.pt, result.json (the test error),
   checkpoint.pt and the logs. `hba-fast compare` writes one such folder per arm and seed, and compare.md/json/png.
 
-resume: a run stopped at any moment (Ctrl-C, a kill, a crash) continues from its last checkpoint (written at
-  the end of every epoch) when the same command is run again, and ends where an uninterrupted run would.
-  To extend a finished run, run it again with a larger --set train.epochs=N (its earlier outputs move to
-  after-E-epochs/). Switches of how it runs may change too (run.*, train.graphs, train.compile, model.kernels,
-  data.policy_form, data.num_threads, train.log_every, train.eval_every); any other changed setting is
-  refused: start a new run with --set run.out_dir=DIR.
-  run.resume=false refuses to touch a folder that holds a run.
+{resume}
 """
 
 
@@ -50,19 +59,18 @@ def _one_line(message: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hba-fast", description="Hypernetwork-Based Augmentation search: learn an "
                                      "augmentation schedule in about the time of one training run",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hba-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_search = sub.add_parser("search", help="learn an augmentation schedule (paper Algorithm 1)", epilog=EPILOG,
+    p_search = sub.add_parser("search", help="learn an augmentation schedule (paper Algorithm 1)", epilog=epilog(),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p_search.add_argument("config", nargs="?", help="YAML config (default: the demo on the built-in shapes10)")
     p_train = sub.add_parser("train", help="train a plain model with a schedule or a baseline; report test error",
-                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                             epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p_train.add_argument("config", help="YAML config (data, model, optim, train sections)")
     how = p_train.add_mutually_exclusive_group(required=True)
     how.add_argument("--schedule", help="schedule.json written by `hba-fast search` (or its run folder)")
-    how.add_argument("--augment", metavar="NAME", help="a hand-made augmentation instead: baseline | cutout | "
-                     "autoaugment[:cifar10|svhn|imagenet] | randaugment[:N,M] | trivialaugment")
+    how.add_argument("--augment", metavar="NAME", help=f"a hand-made augmentation instead: {AUGMENT_HELP}")
     p_compare = add_compare_parser(sub)
     for p in (p_search, p_train, p_compare):
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -110,7 +118,7 @@ def _disk_error(args, cfg, e: OSError) -> str:
 
 
 def _add_export(sub) -> None:
-    from .export import FORMATS
+    from .schedule.export import FORMATS
 
     p = sub.add_parser("export", help="write a schedule in another tool's format (PBA, Albumentations, json-flat)")
     p.add_argument("schedule", help="schedule.json written by `hba-fast search` (or a json-flat export)")
@@ -123,7 +131,7 @@ def _add_export(sub) -> None:
 
 
 def _export(args) -> int:
-    from .export import export_schedule
+    from .schedule.export import export_schedule
 
     report = export_schedule(args.schedule, args.to, args.out, epochs=args.epochs, epoch=args.epoch,
                              image_size=args.image_size)
@@ -144,12 +152,11 @@ def _add_plot(sub) -> None:
 def _plot(args) -> int:
     from pathlib import Path
 
-    from .schedule import read_any_schedule
-    from .schedule_plot import plot_arrays
+    from .schedule.file import read_schedule
+    from .schedule.plot import plot_schedule
 
-    probs, mags = read_any_schedule(args.schedule)
     out = Path(args.out) if args.out else Path(args.schedule).with_suffix(".png")
-    plot_arrays(out, probs, mags, title=Path(args.schedule).name)
+    plot_schedule(out, read_schedule(args.schedule), title=Path(args.schedule).name)
     print(f"hba-fast: wrote {out}")
     return 0
 
@@ -158,8 +165,8 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="the evaluation protocol for several augmentations side by side, over seeds")
     p.add_argument("config", help="YAML config of the evaluation runs (data, model, optim, train, run.out_dir: the "
                                   "compare folder)")
-    p.add_argument("--arms", required=True, help="comma-separated: baseline, cutout, autoaugment[:cifar10|svhn|"
-                   "imagenet], randaugment[:N,M], trivialaugment, schedule:PATH (a schedule.json; several allowed)")
+    p.add_argument("--arms", required=True, help=f"comma-separated: {AUGMENT_HELP.replace(' | ', ', ')}, "
+                   "schedule:PATH (a schedule.json; several allowed)")
     p.add_argument("--seeds", type=int, default=3, help="runs per arm, seeds train.seed + 0..N-1 (default 3)")
     p.add_argument("--only-seed", type=int, default=None, metavar="K",
                    help="run only the pairs of seed K (0..N-1) and write no table: spread one comparison over "

@@ -2,7 +2,7 @@
 
     hba-fast compare CONFIG --arms baseline,cutout,autoaugment,randaugment,trivialaugment,schedule:PATH --seeds 3
 
-Arms: the names `hba-fast train --augment` takes (hba_fast/baselines.py: baseline, cutout, autoaugment[:POLICY],
+Arms: the names `hba-fast train --augment` takes (hba_fast/augment/baselines.py: baseline, cutout, autoaugment[:POLICY],
 randaugment[:N,M], trivialaugment) and `schedule:PATH` (a schedule.json of `hba-fast search`; several may be
 given). Every (arm, seed) pair is one `hba-fast train` run (train.py) in its own folder under the compare folder
 (run.out_dir): <out>/<arm>/seed<k>, with train.seed = the config's seed + k. Every arm trains on the same splits
@@ -37,13 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic
-from .baselines import AUGMENT_HELP, parse_augment
+from .augment.arms import AUGMENT_HELP, parse_augment
 from .config import Config
-from .distributed import setup_distributed, teardown
 from .errors import ConfigError
-from .runlog import RunLog, environment
-from .schedule import read_schedule
-from .session import check_run_folder, pick_device
+from .run.distributed import setup_distributed, teardown
+from .run.environment import environment
+from .run.folder import check_run_folder
+from .run.log import RunLog
+from .run.session import pick_device
+from .schedule.file import read_schedule
 from .train import evaluation_config, train
 
 
@@ -112,7 +114,8 @@ def finished_result(cfg: Config, arm: Arm) -> dict | None:
     if result.get("epochs") != cfg.train.epochs:
         return None  # trained for another number of epochs: `train` extends (or refuses) it
     eval_cfg, record = evaluation_config(cfg, arm.schedule, arm.augment)
-    check_run_folder(folder, {**eval_cfg.to_dict(), **record}, resume=True)  # made with this config?
+    check_run_folder(folder, {**eval_cfg.to_dict(), **record}, resume=True,
+                     free=eval_cfg.free_on_resume("train"))  # made with this config?
     return result
 
 

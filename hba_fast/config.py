@@ -23,32 +23,34 @@ import yaml
 from .errors import ConfigError
 
 
-def _range(lo=None, hi=None, choices=None):
-    """Field metadata: bounds, and the valid choices (a tuple, or a function that reads them from a registry)."""
-    return {"lo": lo, "hi": hi, "choices": choices}
+def _range(lo=None, hi=None, choices=None, free=False):
+    """Field metadata: bounds, the valid choices (a tuple, or a function that reads them from a registry), and
+    `free`: a resumed run may change the field (how a run runs or logs, not what it computes; its length)."""
+    return {"lo": lo, "hi": hi, "choices": choices, "free_on_resume": free}
 
 
 def _searched(lo=None, hi=None, choices=None):
-    """`_range` of a field only the search reads: `hba-fast train` / `compare` runs do not depend on it."""
+    """`_range` of a field only the search reads: `hba-fast train` / `compare` runs do not depend on it (a train run
+    resumed with another value of it is the same run)."""
     return {**_range(lo, hi, choices), "search_only": True}
 
 
 # Choices read from the registries that define them (read when a value is checked, so loading a config does not
 # import the models or kernels).
 def _datasets():
-    from .datasets import DATASETS
+    from .data.datasets import DATASETS
 
     return DATASETS
 
 
 def _recipes():
-    from .pipelines.recipes import RECIPES
+    from .data.recipes import RECIPES
 
     return ("auto", *RECIPES)
 
 
 def _backends():
-    from .pipelines.base import BACKENDS
+    from .data.base import BACKENDS
 
     return BACKENDS
 
@@ -60,7 +62,7 @@ def _models():
 
 
 def _policy_forms():
-    from .policy import POLICY_FORMS
+    from .augment.policy import POLICY_FORMS
 
     return POLICY_FORMS
 
@@ -78,13 +80,13 @@ def _kernel_impls():
 
 
 def _graph_modes():
-    from .graphs import GRAPHS
+    from .engine.graphs import GRAPHS
 
     return GRAPHS
 
 
 def _compile_modes():
-    from .graphs import COMPILE
+    from .engine.graphs import COMPILE
 
     return COMPILE
 
@@ -102,12 +104,13 @@ class DataConfig:
     recipe: str = field(default="auto", metadata=_range(choices=_recipes))  # auto: by dataset (recipes.py)
     backend: str = field(default="auto", metadata=_range(choices=_backends))  # auto: DALI on CUDA when installed
     batch_size: int = field(default=128, metadata=_range(1))  # images per step and process
-    num_threads: int = field(default=4, metadata=_range(1, 256))  # DALI CPU threads
+    num_threads: int = field(default=4, metadata=_range(1, 256, free=True))  # DALI CPU threads
     on_corrupt: str = field(default="skip", metadata=_range(choices=("skip", "error")))
     device_resident: bool = True  # torch backend: keep uint8 arrays on the GPU when they fit
     cutout: bool = True  # the recipe's fixed-size Cutout (16 px CIFAR, 20 px SVHN); off for the `baseline` run
-    policy_form: str = field(default="auto", metadata=_range(choices=_policy_forms))  # torch
-    # backend's policy form (hba_fast.policy): static (no host syncs) | indexed; auto: static on CUDA, else indexed
+    policy_form: str = field(default="auto", metadata=_range(choices=_policy_forms, free=True))  # torch
+    # backend's policy form (hba_fast.augment.policy): static (no host syncs) | indexed; auto: static on CUDA, else
+    # indexed
 
     def __post_init__(self):
         if self.dataset != "shapes10" and self.path is None:
@@ -128,10 +131,10 @@ class ModelConfig:
     name: str = field(default="wrn-40-2", metadata=_range(choices=_models))  # a name in hba_fast.models.MODELS
     strategy: str = field(default="first_bn", metadata=_searched(choices=_strategies))  # weight sharing (paper 4.1)
     channels_last: bool = True  # memory format on CUDA
-    kernels: str = field(default="auto", metadata=_range(choices=_kernel_impls))  # hyper-layer impl:
+    kernels: str = field(default="auto", metadata=_range(choices=_kernel_impls, free=True))  # hyper-layer impl:
     # auto = fused Triton kernels on CUDA tensors, torch elsewhere; torch = cuDNN/ATen everywhere
     checkpoint: str | None = None  # local weights file for a torchvision:/timm: model (None: fresh init)
-    # HyperBatchNorm2d init (hba_fast.hyper.init_hyper_bn; docs/results/hyper-options-cpu.md measures why):
+    # HyperBatchNorm2d init (hba_fast.models.layers.init_hyper_bn; docs/results/hyper-options-cpu.md measures why):
     hyper_bn_bias_u: float = field(default=0.0, metadata=_searched(-10.0, 10.0))  # constant init of bias_u (phiU of
     # beta); 0 (nn.BatchNorm2d's beta) closes lambda's shift path at the start (bias_v gets no gradient), 1 opens
     # it but cost the demo's hypernet 7-8 points of test error
@@ -161,7 +164,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = field(default=200, metadata=_range(1))
+    epochs: int = field(default=200, metadata=_range(1, free=True))
     t_train: int = field(default=2, metadata=_range(1))  # weight steps per round (Algorithm 1)
     t_val: int = field(default=1, metadata=_searched(0))  # hyper steps per round
     steps_per_epoch: int | None = field(default=None, metadata=_range(1))  # cap (None: one pass of the train split)
@@ -169,13 +172,16 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_range(choices=("auto", "cpu", "cuda")))
     allow_cpu_fallback: bool = True  # with device=cuda and no GPU: run on the CPU (true) or stop (false)
     seed: int = 0
-    log_every: int = field(default=20, metadata=_range(1))  # weight steps between metric lines (whole rounds)
-    eval_every: int = field(default=1, metadata=_range(0))  # epochs between full validation passes (0: never)
+    log_every: int = field(default=20, metadata=_range(1, free=True))  # weight steps between metric lines (whole
+    # rounds)
+    eval_every: int = field(default=1, metadata=_range(0, free=True))  # epochs between full validation passes (0:
+    # never)
     checkpoint_every: int = field(default=1, metadata=_range(1))  # epochs between checkpoints
-    graphs: str = field(default="auto", metadata=_range(choices=_graph_modes))  # CUDA graph of the round: auto =
-    # on with CUDA; on without CUDA runs the same capture-ready round eagerly (hba_fast/graphs.py)
-    compile: str = field(default="off", metadata=_range(choices=_compile_modes))  # torch.compile of the model's
-    # forward/backward: off | default | max-autotune (without inductor's own CUDA graphs); with or without graphs
+    graphs: str = field(default="auto", metadata=_range(choices=_graph_modes, free=True))  # CUDA graph of the
+    # round: auto = on with CUDA; on without CUDA runs the same capture-ready round eagerly (hba_fast/engine/graphs.py)
+    compile: str = field(default="off", metadata=_range(choices=_compile_modes, free=True))  # torch.compile of the
+    # model's forward/backward: off | default | max-autotune (without inductor's own CUDA graphs); with or without
+    # graphs
     hyper_bn: str = field(default="running", metadata=_searched(choices=("batch", "running")))  # BN in the hyper
     # step: eval mode (running statistics, as STN / Delta-STN), or batch statistics with the running ones left alone
     hyper_warmup_epochs: int = field(default=1, metadata=_searched(0))  # epochs of weight steps before the first
@@ -204,11 +210,27 @@ class Config:
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
 
+    def free_on_resume(self, kind: str) -> set[tuple[str, str]]:
+        """The fields a resumed run of `kind` ("search" or "train") may change besides run.*: those marked free, and
+        for a train run also those only the search reads."""
+        return free_on_resume_fields() | (search_only_fields() if kind == "train" else set())
+
+
+def _fields_where(key: str) -> set[tuple[str, str]]:
+    return {(section.name, f.name) for section in dataclasses.fields(Config)
+            for f in dataclasses.fields(section.default) if f.metadata.get(key)}
+
 
 def search_only_fields() -> set[tuple[str, str]]:
     """(section, key) of every field that only the search reads: a `train` run is the same run whatever they hold."""
-    return {(section.name, f.name) for section in dataclasses.fields(Config)
-            for f in dataclasses.fields(section.default) if f.metadata.get("search_only")}
+    return _fields_where("search_only")
+
+
+def free_on_resume_fields() -> set[tuple[str, str]]:
+    """(section, key) of every field a resumed run may change (besides run.*): its length, and switches of how a
+    step is computed or logged, not of what it computes (graphs, compile and kernels give the same steps up to float
+    rounding; policy_form the same draws)."""
+    return _fields_where("free_on_resume")
 
 
 def _to_plain(x):

@@ -3,8 +3,8 @@
     config -> datasets -> hyperparameters lambda (Hyperparams: draws lambda_i = lambda + eps_i, steps lambda)
            -> pipeline (augments sample i with lambda_i, hands lambda_i on) -> model with hyper-layers
            -> trainer (weight steps on phi, hyper steps on lambda)
-           -> schedule.json + schedule.png + model.pt (theta(lambda*) as a plain model) in the run folder
-              (+ TensorBoard events with run.tensorboard: losses, lr, img/s, lambda per slot, the schedule figure)
+           -> the learned Schedule -> schedule.json + schedule.png, and model.pt (theta(lambda*) as a plain model)
+              in the run folder (+ TensorBoard events with run.tensorboard: the run log's metrics sink)
 """
 from __future__ import annotations
 
@@ -14,18 +14,18 @@ from pathlib import Path
 import torch
 
 from .atomic import save_torch
+from .augment.space import SearchSpace
 from .config import Config
-from .datasets import load_splits
+from .data import build_pipeline
+from .data.datasets import load_splits
+from .engine.hyperparams import Hyperparams
+from .engine.trainer import Trainer
 from .errors import ConfigError
-from .hyper import init_hyper_bn, set_hyper_impl
-from .hyperparams import Hyperparams
 from .models import build_model, materialize
-from .pipelines import build_pipeline
-from .policy import SearchSpace
-from .schedule import plot_schedule, write_schedule
-from .session import place_model, start_run
-from .tensorboard import attach_tensorboard
-from .trainer import Trainer
+from .models.layers import init_hyper_bn, set_hyper_impl
+from .run.session import place_model, start_run
+from .schedule.file import Schedule, write_schedule
+from .schedule.plot import plot_schedule
 
 
 def search(cfg: Config) -> Path:
@@ -50,8 +50,6 @@ def search(cfg: Config) -> Path:
         run.log.info(f"search: {cfg.data.dataset} ({n['train']} train / {n['val']} val / {n['test']} test images), "
                      f"{cfg.model.name} [{cfg.model.strategy}], kernels {cfg.model.kernels}, "
                      f"{type(pipeline).__name__} on {run.device}")
-
-        attach_tensorboard(run, cfg, schedule=lambda: hyper.schedule)  # closed by start_run
         trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, hyper, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(run.log.dir / "checkpoint.pt")
@@ -60,8 +58,9 @@ def search(cfg: Config) -> Path:
         test = trainer.evaluate("test")
         if run.dist.is_main:
             out, lam = run.log.dir, hyper.lam.detach()
-            write_schedule(out / "schedule.json", hyper.schedule, cfg.to_dict(), run.env)
-            plot_schedule(out / "schedule.png", hyper.schedule)
+            schedule = Schedule.from_entries(hyper.schedule)
+            write_schedule(out / "schedule.json", schedule, cfg.to_dict(), run.env)
+            plot_schedule(out / "schedule.png", schedule)
             save_torch(out / "model.pt", {"model": cfg.model.name, "num_classes": splits.num_classes, "lam": lam.cpu(),
                                           "state_dict": materialize(model, lam).state_dict()})
             wall = time.perf_counter() - started

@@ -6,7 +6,7 @@ schedule (stretched linearly to this run's epochs), or with a hand-made augmenta
     --augment baseline         the recipe only, without Cutout (crop + flip + standardise for CIFAR)
     --augment cutout           the recipe with its Cutout (16 px for CIFAR, 20 px for SVHN), whatever data.cutout says
     --augment autoaugment[:P] | randaugment[:N,M] | trivialaugment
-                               that policy per sample (hba_fast/baselines.py), then the recipe (its Cutout as
+                               that policy per sample (hba_fast/augment/baselines.py), then the recipe (its Cutout as
                                data.cutout says)
 
 `train(cfg, ...)` writes into cfg.run.out_dir; the command line gives each kind of `hba-fast train` run a folder
@@ -22,18 +22,17 @@ import json
 from pathlib import Path
 
 from .atomic import save_torch, write_json
-from .baselines import AUGMENT_HELP, augment_sampler, parse_augment
+from .augment.arms import AUGMENT_HELP, parse_augment
 from .config import Config
-from .datasets import load_splits
+from .data import build_pipeline
+from .data.datasets import load_splits
+from .data.recipes import resolve_recipe
+from .engine.trainer import Trainer
 from .errors import ConfigError
-from .hyperparams import ScheduleSampler
 from .models import build_model
-from .pipelines import build_pipeline
-from .pipelines.recipes import resolve_recipe
-from .schedule import read_schedule
-from .session import place_model, start_run
-from .tensorboard import attach_tensorboard
-from .trainer import Trainer
+from .run.session import place_model, start_run
+from .schedule.file import read_schedule
+from .schedule.sampler import ScheduleSampler
 
 
 def evaluation_config(cfg: Config, schedule: str | None, augment: str | None) -> tuple[Config, dict]:
@@ -63,8 +62,8 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
     with start_run(cfg, record) as run:
         splits = load_splits(cfg.data)
         if arm is not None:
-            sampler = augment_sampler(arm, cfg.data.dataset, cfg.data.image_size,
-                                      seed=cfg.train.seed * 1000 + run.dist.rank + 0xA06)
+            sampler = arm.sampler(cfg.data.dataset, cfg.data.image_size,
+                                  seed=cfg.train.seed * 1000 + run.dist.rank + 0xA06)
         pipeline = build_pipeline(cfg.data, splits, sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
         model, channels_last = place_model(build_model(cfg.model.name, splits.num_classes, "none",
@@ -76,8 +75,6 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
                      f"with {what}, the {resolve_recipe(cfg.data)} recipe with Cutout "
                      f"{'on' if cfg.data.cutout else 'off'}, {type(pipeline).__name__} on {run.device}; "
                      f"outputs in {run.log.dir}")
-
-        attach_tensorboard(run, cfg)  # closed by start_run
         trainer = Trainer(model, pipeline, run, cfg.optim, cfg.train, channels_last=channels_last)
         if cfg.run.resume:
             trainer.resume(run.log.dir / "checkpoint.pt")

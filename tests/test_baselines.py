@@ -12,19 +12,19 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from hba_fast.baselines import (
+from hba_fast.augment.arms import parse_augment
+from hba_fast.augment.baselines import (
     AUTOAUGMENT,
     WIDE_CHOICES,
     AutoAugmentSampler,
     RandAugmentSampler,
     TrivialAugmentSampler,
     aa_magnitude,
-    parse_augment,
     wide_magnitudes,
 )
+from hba_fast.augment.ops import OP_INDEX, OPS, apply_op
+from hba_fast.augment.policy import PolicyDraw, apply_draw
 from hba_fast.errors import ConfigError
-from hba_fast.ops import OP_INDEX, OPS, apply_op
-from hba_fast.policy import PolicyDraw, apply_draw
 
 N = 20_000  # draws for the rate tests
 FILL = (128, 128, 128)
@@ -212,6 +212,12 @@ def test_draws_are_reproducible_and_resumable():
                            AutoAugmentSampler(seed=2).sample(64, 0, "cpu").draw.ops)
 
 
+def test_arms_name_the_published_policies():
+    from hba_fast.augment.arms import AUTOAUGMENT_POLICIES
+
+    assert tuple(AUTOAUGMENT) == AUTOAUGMENT_POLICIES  # arms.py reads them without importing the samplers
+
+
 def test_parse_augment():
     assert parse_augment("randaugment:3,5").n == 3 and parse_augment("randaugment:3,5").m == 5
     assert str(parse_augment("randaugment")) == "randaugment"
@@ -330,7 +336,7 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_torch_pipeline_applies_the_ready_draw(cifar_mini):
-    from hba_fast.pipelines.torch_pipeline import TorchPipeline
+    from hba_fast.data.torch_pipeline import TorchPipeline
 
     splits = _splits(cifar_mini)
     pipe = TorchPipeline(_data_cfg(), splits, RandAugmentSampler(3, 14, seed=7), "cpu", seed=0)
@@ -347,7 +353,7 @@ def test_torch_pipeline_applies_the_ready_draw(cifar_mini):
 
 def test_dali_pipeline_applies_the_ready_draw_with_three_positions(cifar_mini):
     pytest.importorskip("nvidia.dali")
-    from hba_fast.pipelines.dali_pipeline import DaliPipeline
+    from hba_fast.data.dali_pipeline import DaliPipeline
 
     splits = _splits(cifar_mini)
     pipe = DaliPipeline(_data_cfg(backend="dali"), splits, RandAugmentSampler(3, 14, seed=8), torch.device("cpu"))

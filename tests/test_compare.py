@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from hba_fast.augment.space import SearchSpace
 from hba_fast.cli import main
 from hba_fast.compare import parse_arms
 from hba_fast.errors import ConfigError, ScheduleError
-from hba_fast.policy import SearchSpace
-from hba_fast.schedule import write_schedule
+from hba_fast.schedule.file import Schedule, write_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "compare-tiny.yaml"
@@ -26,7 +26,7 @@ def _schedule(path: Path) -> Path:
         probs, mags = space.decode(lam)
         entries.append({"epoch": e, "lam": lam.tolist(), "probs": probs.tolist(), "mags": mags.tolist()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_schedule(path, entries, {}, {})
+    write_schedule(path, Schedule.from_entries(entries), {}, {})
     return path
 
 

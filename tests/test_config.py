@@ -133,27 +133,30 @@ def test_the_boolean_words_map_back_for_any_string_choice(monkeypatch):
 
 
 def test_a_resume_may_change_how_it_runs_but_not_what(tmp_path):
-    """check_run_folder: switches of how a step is computed or logged (RESUME_FREE), run.* and train.epochs may
+    """check_run_folder: switches of how a step is computed or logged (marked free on resume in config.py), run.*
+    and train.epochs may
     change on resume; a setting that changes the results is refused, naming it; a `train` run ignores search-only
     fields."""
     import yaml
 
     from hba_fast.errors import RunFolderError
-    from hba_fast.session import check_run_folder
+    from hba_fast.run.folder import check_run_folder
 
-    saved = load_config(None).to_dict()
+    cfg = load_config(None)
+    saved = cfg.to_dict()
+    search, train = cfg.free_on_resume("search"), cfg.free_on_resume("train")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-    assert check_run_folder(tmp_path, saved, resume=True) is None  # no checkpoint: a fresh start
+    assert check_run_folder(tmp_path, saved, resume=True, free=search) is None  # no checkpoint: a fresh start
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     now = load_config(None, ["train.graphs=off", "data.policy_form=static", "train.log_every=7",
                              "train.epochs=9", "run.progress=false"]).to_dict()
-    changed = check_run_folder(tmp_path, now, resume=True)
+    changed = check_run_folder(tmp_path, now, resume=True, free=search)
     assert any(c.startswith("train.graphs: ") for c in changed) and len(changed) == 5, changed
     with pytest.raises(RunFolderError, match=r"other settings \(optim.lr: 0.05 -> 0.1\)"):
-        check_run_folder(tmp_path, load_config(None, ["optim.lr=0.1"]).to_dict(), resume=True)
+        check_run_folder(tmp_path, load_config(None, ["optim.lr=0.1"]).to_dict(), resume=True, free=search)
     with pytest.raises(RunFolderError, match="run.resume=false"):
-        check_run_folder(tmp_path, saved, resume=False)
+        check_run_folder(tmp_path, saved, resume=False, free=search)
     train_saved = {**saved, "evaluate": {"augment": "baseline"}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(train_saved, sort_keys=False))
     train_now = {**load_config(None, ["optim.hyper_lr=0.5"]).to_dict(), "evaluate": {"augment": "baseline"}}
-    assert check_run_folder(tmp_path, train_now, resume=True) == ["optim.hyper_lr: 0.05 -> 0.5"]
+    assert check_run_folder(tmp_path, train_now, resume=True, free=train) == ["optim.hyper_lr: 0.05 -> 0.5"]

@@ -23,12 +23,13 @@ pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip ins
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from hba_fast.augment import dali_ops
+from hba_fast.augment.ops import OP_INDEX, OPS, apply_op
+from hba_fast.augment.sampler import PolicySample
+from hba_fast.data import dali_apply_op
+from hba_fast.data.dali_pipeline import DaliPipeline
+from hba_fast.data.dali_readers import CorruptImageError, draw_policy, epoch_order, scan_jpegs
 from hba_fast.errors import DataError
-from hba_fast.ops import OP_INDEX, OPS, apply_op
-from hba_fast.pipelines import dali_apply_op, dali_ops
-from hba_fast.pipelines.base import PolicySample
-from hba_fast.pipelines.dali_pipeline import DaliPipeline
-from hba_fast.pipelines.dali_readers import CorruptImageError, draw_policy, epoch_order, scan_jpegs
 
 B = 16
 
@@ -75,8 +76,8 @@ def batch(cifar_mini):
 def test_every_op_has_a_dali_implementation():
     """OPS names each op's function in dali_ops; the affine ops (SPEC 3) are the one warp, filled with 128."""
     for op in OPS:
-        impl = getattr(dali_ops, op.dali_fn or "", None)
-        assert callable(impl), f"{op.name}: dali_ops has no function {op.dali_fn!r}"
+        impl = getattr(dali_ops, op.dali or "", None)
+        assert callable(impl), f"{op.name}: dali_ops has no function {op.dali!r}"
         assert dali_ops.OP_FNS[op.name] is impl
         assert (impl is dali_ops.warp) == op.geometric, op.name
     assert [op.name for op in OPS if op.geometric] == ["ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"]
@@ -92,7 +93,7 @@ def test_op_matches_pillow_and_torch(batch, spec):
     pil = torch.from_numpy(np.stack([pil_op(hwc[i], spec.name, float(mags[i])) for i in range(B)])).permute(0, 3, 1, 2)
     ref = apply_op(batch, spec.name, torch.from_numpy(mags))
     allowed = 1e-3 if spec.name == "Rotate" else 0.0  # fraction of pixels; see module docstring
-    for other, what in ((pil, "Pillow"), (ref, "hba_fast.ops")):
+    for other, what in ((pil, "Pillow"), (ref, "hba_fast.augment.ops")):
         frac = (got != other).float().mean().item()
         assert frac <= allowed, f"{spec.name}: {frac:.4%} of values differ from {what}"
     assert not torch.equal(got, batch) or not spec.has_magnitude  # the op really did something
@@ -353,9 +354,10 @@ def test_stream_continues_across_epochs_under_islice(splits):
 
 def test_schedule_sampler_batches_carry_no_lam(splits):
     """A ScheduleSampler has no lambda_i: batches say lam=None (Batch contract), as on the torch path."""
-    from hba_fast.hyperparams import ScheduleSampler
+    from hba_fast.schedule.file import Schedule
+    from hba_fast.schedule.sampler import ScheduleSampler
 
-    sampler = ScheduleSampler((torch.full((2, 30), 0.5), torch.zeros(2, 30)), epochs=2)
+    sampler = ScheduleSampler(Schedule(torch.full((2, 30), 0.5), torch.zeros(2, 30)), epochs=2)
     pipe = DaliPipeline(data_cfg(recipe="none"), splits, sampler, torch.device("cpu"))
     b = next(pipe.train_epoch(0))
     assert b.lam is None and b.images.shape == (32, 3, 32, 32)
@@ -391,7 +393,7 @@ def test_gpu_pipeline_batches(splits):
 
 @pytest.fixture(scope="module")
 def jpeg_tree(tmp_path_factory):
-    from hba_fast.shapes10 import class_dir_names, write_jpeg_tree
+    from hba_fast.data.shapes10 import class_dir_names, write_jpeg_tree
 
     root = tmp_path_factory.mktemp("jpegs")
     write_jpeg_tree(root, n_per_class=4, size=(48, 40), seed=0, quality=90, val_per_class=2)

@@ -6,8 +6,8 @@ import torch
 
 pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e .[dali])")
 
+from hba_fast.augment.space import SearchSpace
 from hba_fast.config import load_config
-from hba_fast.policy import SearchSpace
 from hba_fast.search import search
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import SHARED_DATA
 
-from hba_fast import shapes10
-from hba_fast.datasets import decode_files, load_splits, with_images
+from hba_fast.data import shapes10
+from hba_fast.data.datasets import decode_files, load_splits, with_images
 from hba_fast.errors import DataError
 
 
@@ -204,7 +204,7 @@ def test_folder_reader_and_corrupt_files(tmp_path, caplog, monkeypatch):
     bad = [f for f in s.train.files + s.val.files if "broken" in f or "truncated" in f]
     with pytest.raises(DataError, match="cannot decode image .*(broken|truncated).jpg"):
         decode_files(s.train if any(f in s.train.files for f in bad) else s.val, 16, "error")
-    monkeypatch.setattr("hba_fast.datasets.MAX_DECODED_BYTES", 1000)
+    monkeypatch.setattr("hba_fast.data.datasets.MAX_DECODED_BYTES", 1000)
     with pytest.raises(DataError, match="data.backend=dali"):
         with_images(s, 16)
 

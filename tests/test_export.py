@@ -18,21 +18,14 @@ import pytest
 import torch
 from PIL import Image
 
-from hba_fast.export import export_schedule, read_json_flat
-from hba_fast.ops import OP_INDEX, OPS
-from hba_fast.pba_draw import pba_law
-from hba_fast.pba_format import (
-    MAG_LEVELS,
-    PBA_OPS,
-    level_value,
-    pba_to_arrays,
-    read_pba_schedule,
-    to_pba,
-)
-from hba_fast.pil_ops import apply_pil_op
-from hba_fast.policy import NUM_OPS, NUM_SLOTS, SearchSpace
-from hba_fast.schedule import write_schedule
-from hba_fast.schedule_policy import SchedulePolicy
+from hba_fast.augment.ops import OP_INDEX, OPS
+from hba_fast.augment.pba_draw import pba_law
+from hba_fast.augment.pil import apply_pil_op
+from hba_fast.augment.space import NUM_OPS, NUM_SLOTS, SearchSpace
+from hba_fast.schedule.export import export_schedule
+from hba_fast.schedule.file import Schedule, read_schedule, write_schedule
+from hba_fast.schedule.pba import MAG_LEVELS, PBA_OPS, level_value, pba_to_arrays, read_pba_schedule, to_pba
+from hba_fast.schedule.policy import SchedulePolicy
 
 
 def _write(path, epochs: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +35,7 @@ def _write(path, epochs: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray
         lam = torch.tensor(rng.normal(-1.5, 1.2, 54), dtype=torch.float32)
         p, m = space.decode(lam)
         entries.append({"epoch": e, "lam": lam.tolist(), "probs": p.tolist(), "mags": m.tolist()})
-    write_schedule(path, entries, {}, {})
+    write_schedule(path, Schedule.from_entries(entries), {}, {})
     probs = np.array([e["probs"] for e in entries], np.float32).round(6)
     mags = np.array([e["mags"] for e in entries], np.float32).round(6)
     return probs, mags
@@ -51,7 +44,8 @@ def _write(path, epochs: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 def test_json_flat_round_trip(tmp_path):
     probs, mags = _write(tmp_path / "schedule.json")
     export_schedule(tmp_path / "schedule.json", "json-flat", tmp_path / "flat.json")
-    p, m = read_json_flat(tmp_path / "flat.json")
+    flat = read_schedule(tmp_path / "flat.json")
+    p, m = flat.probs, flat.mags
     assert np.abs(p - probs).max() < 1e-6 and np.abs(m - mags).max() < 1e-5
     doc = json.loads((tmp_path / "flat.json").read_text())
     first = doc["epochs"][0]["policy"][0]
@@ -63,10 +57,10 @@ def test_json_flat_round_trip(tmp_path):
 def test_json_flat_stretched_and_one_epoch(tmp_path):
     probs, mags = _write(tmp_path / "schedule.json", epochs=3)
     export_schedule(tmp_path / "schedule.json", "json-flat", tmp_path / "flat.json", epochs=6)
-    p, _ = read_json_flat(tmp_path / "flat.json")
+    p = read_schedule(tmp_path / "flat.json").probs
     assert np.allclose(p, probs[[0, 1, 1, 2, 2, 2]], atol=1e-6)
     export_schedule(tmp_path / "schedule.json", "json-flat", tmp_path / "one.json", epoch=1)
-    assert np.allclose(read_json_flat(tmp_path / "one.json")[0], probs[1:2], atol=1e-6)
+    assert np.allclose(read_schedule(tmp_path / "one.json").probs, probs[1:2], atol=1e-6)
 
 
 def _max_step(name: str) -> float:
@@ -155,9 +149,9 @@ def test_albumentations_outputs_follow_the_law(tmp_path, cifar_mini):
                                            "Solarize": (0.4, 128.0)})
     doc_path = tmp_path / "flat.json"
     from hba_fast import atomic
-    from hba_fast.export import to_json_flat
+    from hba_fast.schedule.file import to_json_flat
 
-    atomic.write_json(doc_path, to_json_flat(probs, mags))
+    atomic.write_json(doc_path, to_json_flat(Schedule(probs, mags, ranges="any")))
     export_schedule(doc_path, "albumentations", tmp_path / "albu.json")
     loaded = A.load(str(tmp_path / "albu.json"), data_format="json")
     img = cifar_mini["test_images"][7]
@@ -177,7 +171,7 @@ _EXACT = {"TranslateX": 0.25, "TranslateY": -0.125, "Invert": 0.0, "AutoContrast
 @pytest.mark.parametrize("name", sorted(_EXACT))
 def test_albumentations_exact_ops_match_pillow(cifar_mini, name):
     A = pytest.importorskip("albumentations")
-    from hba_fast.albumentations_format import _op
+    from hba_fast.schedule.albumentations import _op
 
     m = _EXACT[name]
     transform = A.Compose([_op(A, name, m)])

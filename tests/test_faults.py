@@ -166,7 +166,7 @@ def test_full_disk_outside_the_runs_own_writes_is_atomics_line(tmp_path, capsys,
     """An ENOSPC/EROFS met outside atomic.py (a library's own write) reads as atomic.output_error's line."""
     import errno
 
-    import hba_fast.export
+    import hba_fast.schedule.export
     import hba_fast.search
 
     def full(cfg):
@@ -181,7 +181,7 @@ def test_full_disk_outside_the_runs_own_writes_is_atomics_line(tmp_path, capsys,
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(hba_fast.export, "export_schedule", read_only)
+    monkeypatch.setattr(hba_fast.schedule.export, "export_schedule", read_only)
     code, err = _cli(capsys, "export", "s.json", "--to", "pba", "--out", str(tmp_path / "p.txt"))
     assert code == 2
     _one_clear_line(err, f"cannot write {tmp_path / 'p.txt'}", "(EROFS)", "set --out to a writable folder")
@@ -257,7 +257,7 @@ def test_config_that_is_a_folder_or_binary(tmp_path, capsys):
 
 def test_a_run_stopped_in_its_first_log_interval_keeps_its_files(tmp_path, capsys, monkeypatch):
     """Ctrl-C before the first metrics row and checkpoint: training had begun, so the run's files stay."""
-    from hba_fast.trainer import Trainer
+    from hba_fast.engine.trainer import Trainer
 
     def interrupted(self, n_weight, n_hyper):
         raise KeyboardInterrupt
@@ -445,10 +445,10 @@ def test_bad_dataset_is_one_clear_line(tmp_path, capsys, dataset, fault, needles
 # ------------------------------------------------------------------------------------------ bad schedules
 
 def _good_schedule() -> dict:
-    from hba_fast.hyperparams import Hyperparams
-    from hba_fast.ops import OPS
-    from hba_fast.policy import SearchSpace
-    from hba_fast.schedule import FORMAT
+    from hba_fast.augment.ops import OPS
+    from hba_fast.augment.space import SearchSpace
+    from hba_fast.engine.hyperparams import Hyperparams
+    from hba_fast.schedule.file import FORMAT
 
     hyper = Hyperparams(SearchSpace(), 1.0, 0.1, "cpu")
     entries = [hyper.end_epoch(e) for e in range(2)]
@@ -529,13 +529,13 @@ def test_bad_schedule_is_one_clear_line(tmp_path, capsys, fault, needles):
 
 
 def test_good_schedule_and_its_folder_are_accepted(tmp_path):
-    from hba_fast.schedule import read_schedule
+    from hba_fast.schedule.file import read_schedule
 
     path = tmp_path / "schedule.json"
     path.write_text(json.dumps(_good_schedule()))
-    probs, mags = read_schedule(path)
+    probs, mags = read_schedule(path).probs, read_schedule(path).mags
     assert probs.shape == mags.shape == (2, 30)
-    assert np.array_equal(read_schedule(tmp_path)[0], probs)  # the search's run folder works too
+    assert np.array_equal(read_schedule(tmp_path).probs, probs)  # the search's run folder works too
 
 
 # ------------------------------------------------------------------------------------------ bad checkpoints
@@ -614,19 +614,20 @@ def test_following_the_corrupt_checkpoint_advice_works(finished_run, tmp_path, c
 def test_outputs_that_cannot_be_set_aside_are_one_clear_line(tmp_path):
     """A fresh start over a finished run's outputs whose earlier-run/ cannot be made: OutputError, nothing lost."""
     from hba_fast.errors import OutputError
-    from hba_fast.runlog import RunLog
+    from hba_fast.run.folder import RunFolder
+    from hba_fast.run.log import RunLog
 
     (tmp_path / "schedule.json").write_text("{}")
     (tmp_path / "earlier-run").write_text("a file where the folder would go")
     with pytest.raises(OutputError, match="cannot write .*earlier-run.*File exists.*run.out_dir"):
-        RunLog(tmp_path, progress=False).write_run_info({"train": {"epochs": 1}}, {})
+        RunFolder(RunLog(tmp_path, progress=False)).start_afresh({"train": {"epochs": 1}}, {})
     assert (tmp_path / "schedule.json").read_text() == "{}" and not (tmp_path / "config.yaml").exists()
 
 
 def test_log_lines_are_fsynced_at_checkpoints_not_each(tmp_path, monkeypatch):
     """metrics.jsonl and log.txt lines are not fsynced one by one; a checkpoint's state_dict fsyncs both (so the
     length it records is on disk), and the final row is fsynced at once."""
-    from hba_fast.runlog import RunLog
+    from hba_fast.run.log import RunLog
 
     synced = []
     real_fsync = os.fsync

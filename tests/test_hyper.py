@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hba_fast.hyper import HyperBatchNorm2d, HyperConv2d, HyperLinear, apply_layer, check_lam, set_hyper_impl
+from hba_fast.models.layers import HyperBatchNorm2d, HyperConv2d, HyperLinear, apply_layer, check_lam, set_hyper_impl
 
 D = 7  # a small lam_dim keeps the tests fast; 54 is exercised in test_models.py
 DT = torch.float64

@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hba_fast.augment.space import SearchSpace
 from hba_fast.config import OptimConfig, TrainConfig, load_config
+from hba_fast.data.base import Batch
+from hba_fast.engine.hyperparams import Hyperparams
+from hba_fast.engine.trainer import Trainer, hyper_bn_mode
 from hba_fast.errors import ConfigError
-from hba_fast.hyper import HyperBatchNorm2d, init_hyper_bn
-from hba_fast.hyperparams import Hyperparams
 from hba_fast.models import build_model
-from hba_fast.pipelines.base import Batch
-from hba_fast.policy import SearchSpace
-from hba_fast.session import Run
-from hba_fast.trainer import Trainer, hyper_bn_mode
+from hba_fast.models.layers import HyperBatchNorm2d, init_hyper_bn
+from hba_fast.run.session import Run
 
 
 class FakePipeline:

@@ -17,8 +17,8 @@ from torch import nn
 
 from hba_fast import hyperize
 from hba_fast.errors import ConfigError
-from hba_fast.hyper import HyperModule
-from hba_fast.hyperized import HyperizedBatchNorm2d, HyperizedConv2d, HyperizedLinear, execution_order
+from hba_fast.models.hyperize import HyperizedBatchNorm2d, HyperizedConv2d, HyperizedLinear, execution_order
+from hba_fast.models.layers import HyperModule
 
 D = 54
 

@@ -190,8 +190,8 @@ def _network_conv_shapes() -> list[tuple[int, int, int, int, int]]:
     """Every distinct (Cin, Cout, k, stride, padding) of the real WRN-40-2, WRN-28-10 and ResNet-50 definitions."""
     from torch import nn
 
-    from hba_fast.hyper import HyperConv2d
     from hba_fast.models import build_model
+    from hba_fast.models.layers import HyperConv2d
 
     shapes = {}
     for name in ("wrn-40-2", "wrn-28-10", "resnet-50"):

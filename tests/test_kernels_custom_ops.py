@@ -5,9 +5,9 @@ autograd registration, AOT dispatch with dynamic shapes). Tiny shapes: seconds o
 import pytest
 import torch
 
-from hba_fast.hyper import HyperBatchNorm2d, HyperConv2d, HyperLinear
 from hba_fast.kernels import hyper_bn as hb
 from hba_fast.kernels import hyper_conv as hc
+from hba_fast.models.layers import HyperBatchNorm2d, HyperConv2d, HyperLinear
 
 LAYERS = {
     "conv": lambda: HyperConv2d(4, 6, 3, stride=1, padding=1, bias=True, lam_dim=54),

@@ -3,11 +3,11 @@ and the public grid-size knob the launchers' split heuristics consult. Metadata 
 import pytest
 import torch
 
-from hba_fast import hyper
 from hba_fast.kernels import IMPLS, TritonUnavailableError, check_impl, target_multiprocessors
 from hba_fast.kernels import hyper_bn as hbn
 from hba_fast.kernels import hyper_conv as hc
 from hba_fast.kernels import triton_support as ts
+from hba_fast.models import layers as hyper
 
 
 def test_impls_are_one_tuple_and_checked_with_the_fix():

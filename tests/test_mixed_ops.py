@@ -11,18 +11,12 @@ import torch
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from hba_fast.augment.ops import CUTOUT_FILL, OP_INDEX, OPS, apply_op, cutout, cutout_centres, cutout_size
+from hba_fast.augment.policy import _apply_position_indexed, apply_draw, apply_policy, sample_policy, static_form
+from hba_fast.augment.space import SearchSpace
+from hba_fast.augment.static import apply_mixed, apply_positions, mixed_params
 from hba_fast.config import load_config
 from hba_fast.errors import ConfigError
-from hba_fast.mixed_ops import apply_mixed, apply_positions, mixed_params
-from hba_fast.ops import CUTOUT_FILL, OP_INDEX, OPS, apply_op, cutout, cutout_centres, cutout_size
-from hba_fast.policy import (
-    SearchSpace,
-    _apply_position_indexed,
-    apply_draw,
-    apply_policy,
-    sample_policy,
-    static_form,
-)
 
 N = 96  # images per op: one magnitude each, both ends of the range included
 
@@ -275,8 +269,8 @@ def test_torch_pipeline_forms_give_identical_batches():
     """data.policy_form reaches TorchPipeline.augment; both forms give the same augmented batches."""
     from test_torch_pipeline import make_cfg, make_splits
 
-    from hba_fast.hyperparams import SearchSampler
-    from hba_fast.pipelines.torch_pipeline import TorchPipeline
+    from hba_fast.data.torch_pipeline import TorchPipeline
+    from hba_fast.engine.hyperparams import SearchSampler
 
     batches = {}
     for form in ("static", "indexed"):

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from hba_fast.hyper import HyperBatchNorm2d, HyperConv2d, HyperLinear, HyperModule, set_hyper_impl
 from hba_fast.models import MODELS, STRATEGIES, build_model, hyper_layer_names, materialize
+from hba_fast.models.layers import HyperBatchNorm2d, HyperConv2d, HyperLinear, HyperModule, set_hyper_impl
 
 D = 54
 # name -> input size, small enough for CPU (batch 2); resnet-50 at 64x64 still runs every stage.

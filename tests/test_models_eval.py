@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from hba_fast.hyper import HyperBatchNorm2d, HyperConv2d
 from hba_fast.models import build_model, hyper_layer_names, materialize
+from hba_fast.models.layers import HyperBatchNorm2d, HyperConv2d
 from hba_fast.models.pyramidnet import PyramidNet, shake_drop
 from hba_fast.models.shake_shake import ShakeShake, shake_shake
 

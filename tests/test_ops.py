@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from hba_fast.ops import CUTOUT_FILL, OP_INDEX, OPS, apply_op, cutout, cutout_centres, smooth
+from hba_fast.augment.ops import CUTOUT_FILL, OP_INDEX, OPS, apply_op, cutout, cutout_centres, smooth
 
 FILL = (128, 128, 128)
 B = 24  # images per batch: one magnitude each
@@ -137,7 +137,7 @@ def test_table_records_fills_and_affine_ops():
     assert [op.name for op in OPS if op.geometric] == geometric
     assert {op.name: op.fill for op in OPS if op.fill is not None} == {**dict.fromkeys(geometric, FILL),
                                                                        "Cutout": (125, 122, 113)}
-    assert all(isinstance(op.dali_fn, str) and op.dali_fn for op in OPS)
+    assert all(isinstance(op.dali, str) and op.dali for op in OPS)
     x = torch.full((4, 3, 32, 32), 7, dtype=torch.uint8)  # 7 is no op's fill
     for op in OPS:
         if op.fill is None:

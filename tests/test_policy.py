@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from hba_fast.ops import OP_INDEX, OPS, apply_op, cutout, cutout_centres, cutout_size
-from hba_fast.policy import PolicyDraw, SearchSpace, apply_draw, apply_policy, sample_policy
+from hba_fast.augment.ops import OP_INDEX, OPS, apply_op, cutout, cutout_centres, cutout_size
+from hba_fast.augment.policy import PolicyDraw, apply_draw, apply_policy, sample_policy
+from hba_fast.augment.space import SearchSpace
 
 SPACE = SearchSpace()
 N_STAT = 20000  # samples for the statistical tests

@@ -23,16 +23,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hba_fast import graphs
+from hba_fast.augment.space import SearchSpace
 from hba_fast.config import DataConfig, OptimConfig, TrainConfig
-from hba_fast.datasets import load_splits
-from hba_fast.hyperparams import Hyperparams, ScheduleSampler
+from hba_fast.data.datasets import load_splits
+from hba_fast.data.round_feed import HostStager, StagedFeed
+from hba_fast.data.torch_pipeline import TorchPipeline
+from hba_fast.engine import graphs
+from hba_fast.engine.hyperparams import Hyperparams
+from hba_fast.engine.trainer import Trainer, hyper_bn_mode, lr_factor
 from hba_fast.models import build_model
-from hba_fast.pipelines.round_feed import HostStager, StagedFeed
-from hba_fast.pipelines.torch_pipeline import TorchPipeline
-from hba_fast.policy import SearchSpace
-from hba_fast.session import Run
-from hba_fast.trainer import Trainer, hyper_bn_mode, lr_factor
+from hba_fast.run.session import Run
+from hba_fast.schedule.file import Schedule
+from hba_fast.schedule.sampler import ScheduleSampler
 
 GPU = torch.cuda.is_available()
 
@@ -58,7 +60,7 @@ def _build(tmp_path, strategy="first_bn", model="wrn-16-2", device="cpu", data=N
     else:
         probs = torch.linspace(0.1, 0.9, 30).repeat(4, 1)  # (4 epochs, 30): a schedule that changes every epoch
         mags = torch.tensor([0.2, 0.2, 0.3, 0.3, 20.0, 0, 0, 0, 100.0, 4.0, 1.5, 0.5, 1.2, 1.7, 0.1] * 2)
-        sampler = ScheduleSampler((probs * torch.tensor([[1.0], [0.5], [0.9], [0.2]]), mags.repeat(4, 1)), 4)
+        sampler = ScheduleSampler(Schedule(probs * torch.tensor([[1.0], [0.5], [0.9], [0.2]]), mags.repeat(4, 1)), 4)
     pipe = TorchPipeline(data, splits, sampler, device, seed=5)
     net = build_model(model, splits.num_classes, strategy).to(device)
     cfg = TrainConfig(**{"epochs": 2, "t_val": 1 if hyper is not None else 0, "log_every": 1, "eval_every": 0,
@@ -174,8 +176,8 @@ def test_rounds_make_no_host_sync(tmp_path, strategy):
 def test_nan_in_a_hyper_step_is_reported_as_that_hyper_step(tmp_path):
     """Only the validation batches are NaN: the error names the hyper step after the epoch's last weight step (not
     the next weight step, step 4 of an epoch of 3)."""
+    from hba_fast.data.base import Batch
     from hba_fast.errors import NonFiniteLossError
-    from hba_fast.pipelines.base import Batch
 
     tr = _build(tmp_path, t_train=3, epochs=2)  # 3 steps per epoch: one round (3, 1)
     val_batch = tr.feed.val_batch
@@ -499,8 +501,8 @@ def test_feeds_give_the_iterators_batches(tmp_path):
 
 def test_empty_validation_split_is_the_shared_data_error(tmp_path):
     """The torch pipeline words it as the DALI one does (pipelines/base.py), with the fix."""
+    from hba_fast.data.base import EMPTY_VAL
     from hba_fast.errors import DataError
-    from hba_fast.pipelines.base import EMPTY_VAL
 
     data = _data_cfg(num_val=0)
     pipe = TorchPipeline(data, load_splits(data), None, torch.device("cpu"), seed=5)
@@ -512,7 +514,7 @@ def test_empty_validation_split_is_the_shared_data_error(tmp_path):
 def test_schedule_sampler_reads_its_static_entry():
     probs = torch.rand(3, 30)
     mags = torch.rand(3, 30)
-    s = ScheduleSampler((probs, mags), 3)
+    s = ScheduleSampler(Schedule(probs, mags, ranges="any"), 3)
     s.set_epoch(1, "cpu")
     buf = s._on[torch.device("cpu")][1]
     first = s.sample(4, 1, "cpu")

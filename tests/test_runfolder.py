@@ -35,7 +35,7 @@ def _rows(out: Path) -> list[dict]:
 
 def _poison_epoch(monkeypatch, epoch: int) -> None:
     """NaN images from `epoch` (0-based) on: the loss becomes NaN there."""
-    from hba_fast.pipelines.torch_pipeline import TorchPipeline
+    from hba_fast.data.torch_pipeline import TorchPipeline
 
     augment = TorchPipeline.augment
 
@@ -113,7 +113,7 @@ def test_outputs_are_ordinary_files(finished):
 # ------------------------------------------------------------------------------------------ NaN / Inf
 
 def test_nonfinite_message_says_what_is_kept_and_what_to_change():
-    from hba_fast.nonfinite import nonfinite_message
+    from hba_fast.engine.nonfinite import nonfinite_message
 
     kw = dict(searched=True, checkpoint=Path("r/checkpoint.pt"), checkpoint_every=1)
     none = nonfinite_message("the loss became NaN/Inf by step 2", OptimConfig(), amp=False, saved_epoch=None, **kw)
@@ -242,7 +242,7 @@ def test_version_and_help(capsys):
 
 
 def test_threads_and_eta_are_shown(finished):
-    from hba_fast.runlog import _Bar
+    from hba_fast.run.log import _Bar
 
     log = (finished / "log.txt").read_text()
     assert f"CPU: {torch.get_num_threads()} torch thread(s)" in log and "run ETA" in log
@@ -261,8 +261,8 @@ def test_threads_and_eta_are_shown(finished):
 
 
 def test_bf16_on_a_cpu_without_it_says_so(monkeypatch):
-    from hba_fast import session
     from hba_fast.config import load_config
+    from hba_fast.run import session
 
     cfg = load_config(None, ["train.amp=bf16"])
     said = []
@@ -281,7 +281,7 @@ def test_environment_records_this_projects_commit_or_hba_git_sha(tmp_path, monke
     import shutil
     import subprocess
 
-    from hba_fast import runlog
+    from hba_fast.run import environment as runlog
 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from hba_fast.augment.ops import OP_INDEX
+from hba_fast.augment.space import NUM_OPS, NUM_SLOTS
 from hba_fast.cli import main
-from hba_fast.ops import OP_INDEX
-from hba_fast.policy import NUM_OPS, NUM_SLOTS
-from hba_fast.schedule_plot import op_tables
+from hba_fast.schedule.plot import op_tables
 
 
 def test_op_tables():

@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from hba_fast.ops import OP_INDEX, OPS, apply_op, cutout
-from hba_fast.pba_draw import draw_pba, pba_law
-from hba_fast.pil_ops import apply_pil_op, cutout_box
-from hba_fast.policy import NUM_OPS, NUM_SLOTS
-from hba_fast.schedule_policy import SchedulePolicy
+from hba_fast.augment.ops import OP_INDEX, OPS, apply_op, cutout
+from hba_fast.augment.pba_draw import draw_pba, pba_law
+from hba_fast.augment.pil import apply_pil_op, cutout_box
+from hba_fast.augment.space import NUM_OPS, NUM_SLOTS
+from hba_fast.schedule.policy import SchedulePolicy
 
 B = 24
 
@@ -90,7 +90,7 @@ def _draws_numpy(policy: SchedulePolicy, n: int) -> tuple[np.ndarray, np.ndarray
 
 def _draws_dali(policy: SchedulePolicy, n: int) -> tuple[np.ndarray, np.ndarray]:
     pytest.importorskip("nvidia.dali")
-    from hba_fast.pipelines.dali_schedule import _DrawSource
+    from hba_fast.schedule.dali import _DrawSource
 
     source = _DrawSource(policy)
     out = [source(None) for _ in range(n)]
@@ -332,11 +332,11 @@ def test_fixed_policy_rates_match_between_pil_and_batch():
 
 
 def test_autoaugment_uses_the_baselines_table():
-    from hba_fast.baselines import AUTOAUGMENT, aa_magnitude
+    from hba_fast.augment.baselines import AUTOAUGMENT, aa_magnitude
 
     policy = SchedulePolicy.autoaugment("cifar10", seed=0)
     assert len(policy.subpolicies) == len(AUTOAUGMENT["cifar10"])
-    from hba_fast.ops import OP_INDEX
+    from hba_fast.augment.ops import OP_INDEX
 
     want = tuple(tuple((OP_INDEX[op], p, aa_magnitude(op, level)) for op, p, level in sub)
                  for sub in AUTOAUGMENT["cifar10"])

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from hba_fast.augment.space import SearchSpace
 from hba_fast.cli import main
 from hba_fast.config import load_config
 from hba_fast.models import build_model
-from hba_fast.policy import SearchSpace
 from hba_fast.search import search
 
 TINY = ["data.num_train=192", "data.num_val=96", "data.num_test=96", "data.batch_size=32", "train.log_every=2",
@@ -50,7 +50,7 @@ def test_search_writes_outputs_and_moves_lambda(tmp_path):
 
 def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
     """NaN images in epoch 2 make the loss NaN: the run stops naming the step; epoch 1's checkpoint stays."""
-    from hba_fast.pipelines.torch_pipeline import TorchPipeline
+    from hba_fast.data.torch_pipeline import TorchPipeline
 
     augment = TorchPipeline.augment
 

@@ -60,7 +60,7 @@ def test_search_writes_tensorboard_events(tmp_path):
 def test_tensorboard_missing_package_is_a_clear_error(monkeypatch):
     import builtins
 
-    from hba_fast.tensorboard import TensorBoardWriter
+    from hba_fast.run.tensorboard import TensorBoardSink
 
     real = builtins.__import__
 
@@ -71,4 +71,4 @@ def test_tensorboard_missing_package_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     with pytest.raises(ConfigError, match="pip install tensorboard"):
-        TensorBoardWriter("unused")
+        TensorBoardSink("unused")

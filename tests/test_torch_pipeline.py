@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from hba_fast.datasets import ImageSet, Splits
-from hba_fast.hyperparams import ScheduleSampler, SearchSampler
-from hba_fast.pipelines import Batch, PolicySample, build_pipeline, recipes
-from hba_fast.pipelines.torch_pipeline import TorchPipeline
+from hba_fast.data import Batch, PolicySample, build_pipeline, recipes
+from hba_fast.data.datasets import ImageSet, Splits
+from hba_fast.data.torch_pipeline import TorchPipeline
+from hba_fast.engine.hyperparams import SearchSampler
+from hba_fast.schedule.file import Schedule
+from hba_fast.schedule.sampler import ScheduleSampler
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
@@ -193,7 +195,7 @@ def test_post_policy_draws_in_spec_order(recipe, cutout):
 # ---------------------------------------------------------------- samplers
 
 def test_search_sampler_draws_lambda_i_around_live_lambda():
-    from hba_fast.policy import SearchSpace
+    from hba_fast.augment.space import SearchSpace
 
     space = SearchSpace()
     lam = torch.nn.Parameter(space.init_lam())
@@ -218,26 +220,27 @@ def test_search_sampler_draws_lambda_i_around_live_lambda():
 def test_schedule_sampler_stretches_linearly():
     probs = torch.linspace(0, 1, 200)[:, None].expand(200, 30)  # entry k has probability k / 199
     mags = torch.zeros(200, 30)
-    half = ScheduleSampler((probs, mags), epochs=100)  # a 200-epoch schedule used for 100 epochs
+    half = ScheduleSampler(Schedule(probs, mags), epochs=100)  # a 200-epoch schedule used for 100 epochs
     assert [half.entry_index(e) for e in (0, 1, 50, 99)] == [0, 2, 100, 198]
     s = half.sample(5, 50, "cpu")
     assert s.lam is None and s.probs.shape == (5, 30) and s.mags.shape == (5, 30)
     torch.testing.assert_close(s.probs, probs[100].expand(5, 30))
-    double = ScheduleSampler((probs[:100], mags[:100]), epochs=200)
+    double = ScheduleSampler(Schedule(probs[:100], mags[:100]), epochs=200)
     assert [double.entry_index(e) for e in (0, 1, 2, 3, 199)] == [0, 1, 1, 2, 99]  # round half up, clamped
-    same = ScheduleSampler((probs[:10], mags[:10]), epochs=10)
+    same = ScheduleSampler(Schedule(probs[:10], mags[:10]), epochs=10)
     assert [same.entry_index(e) for e in range(10)] == list(range(10))
 
 
-def test_schedule_sampler_reads_entry_dicts():
-    entries = [{"epoch": e, "slots": [{"op": "ShearX", "prob": 0.1 * e, "mag": 0.2} for _ in range(30)]}
-               for e in range(3)]
-    s = ScheduleSampler(entries, epochs=3).sample(2, 2, "cpu")
+def test_schedule_sampler_reads_a_searchs_entries():
+    """The sampler replays a `Schedule`; a search's entries (Hyperparams.schedule) become one, and bad shapes are
+    refused by the Schedule's one validator."""
+    entries = [{"epoch": e, "probs": [0.1 * e] * 30, "mags": [0.0] * 30} for e in range(3)]
+    s = ScheduleSampler(Schedule.from_entries(entries), epochs=3).sample(2, 2, "cpu")
     torch.testing.assert_close(s.probs, torch.full((2, 30), 0.2))
     plain = [{"probs": [0.5] * 30, "mags": [0.0] * 30}]
-    assert ScheduleSampler(plain, epochs=7).sample(1, 6, "cpu").probs.shape == (1, 30)
+    assert ScheduleSampler(Schedule.from_entries(plain), epochs=7).sample(1, 6, "cpu").probs.shape == (1, 30)
     with pytest.raises(ValueError, match="shape"):
-        ScheduleSampler([{"probs": [0.5] * 29, "mags": [0.0] * 29}], epochs=1)
+        ScheduleSampler(Schedule.from_entries([{"probs": [0.5] * 29, "mags": [0.0] * 29}]), epochs=1)
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -246,7 +249,7 @@ class RecordingSampler:
     """Hands out per-sample policies where only Invert (slots 6 and 21) may fire, and records them."""
 
     def __init__(self, seed=0):
-        from hba_fast.policy import SearchSpace
+        from hba_fast.augment.space import SearchSpace
 
         self.space, self.g, self.drawn = SearchSpace(), gen(seed), []
 
@@ -322,7 +325,7 @@ def test_lam_handed_back_is_the_one_used():
 
 
 def test_search_sampler_through_the_pipeline():
-    from hba_fast.policy import SearchSpace
+    from hba_fast.augment.space import SearchSpace
 
     space = SearchSpace()
     lam = space.init_lam()
@@ -334,7 +337,7 @@ def test_search_sampler_through_the_pipeline():
 
 
 def test_imagenet_recipe_with_policy_on_folder_like_data():
-    from hba_fast.policy import SearchSpace
+    from hba_fast.augment.space import SearchSpace
 
     space = SearchSpace()
     cfg = make_cfg(recipe="auto", dataset="folder", image_size=24)
@@ -372,7 +375,7 @@ def _same(a, b) -> bool:
 
 
 def test_determinism_by_seed():
-    from hba_fast.policy import SearchSpace
+    from hba_fast.augment.space import SearchSpace
 
     space = SearchSpace()
     cfg = make_cfg(recipe="cifar", image_size=32, batch_size=10)
@@ -386,7 +389,7 @@ def test_determinism_by_seed():
 
 
 def test_resume_from_state_dict_gives_the_same_next_batches():
-    from hba_fast.policy import SearchSpace
+    from hba_fast.augment.space import SearchSpace
 
     space = SearchSpace()
     cfg = make_cfg(recipe="cifar", image_size=32, batch_size=10)
@@ -408,7 +411,7 @@ def test_resume_from_state_dict_gives_the_same_next_batches():
 
 def test_resume_mid_epoch_continues_the_epoch():
     """A state saved after 2 of 4 steps resumes at step 2: the same remaining batches as the uninterrupted run."""
-    from hba_fast.policy import SearchSpace
+    from hba_fast.augment.space import SearchSpace
 
     space = SearchSpace()
     cfg = make_cfg(recipe="cifar", image_size=32, batch_size=10)
@@ -439,7 +442,7 @@ def test_too_small_training_split_is_a_clear_error():
 
 @pytest.mark.gpu
 def test_device_resident_on_cuda():
-    from hba_fast.policy import SearchSpace
+    from hba_fast.augment.space import SearchSpace
 
     space = SearchSpace()
     lam = space.init_lam("cuda")

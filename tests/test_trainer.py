@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
+from hba_fast.augment.space import SearchSpace
 from hba_fast.config import OptimConfig, TrainConfig
+from hba_fast.data.base import Batch
+from hba_fast.engine.hyperparams import Hyperparams
+from hba_fast.engine.trainer import Trainer, frozen_bn_statistics, lr_factor
 from hba_fast.errors import CheckpointError
-from hba_fast.hyperparams import Hyperparams
 from hba_fast.models import build_model
-from hba_fast.pipelines.base import Batch
-from hba_fast.policy import SearchSpace
-from hba_fast.session import Run
-from hba_fast.trainer import Trainer, frozen_bn_statistics, lr_factor
+from hba_fast.run.session import Run
 
 
 class FakePipeline:
@@ -149,7 +149,7 @@ def test_resume_on_another_device_kind_says_so(tmp_path):
     """A checkpoint from a CUDA run on a machine without CUDA: a CheckpointError that says where to resume it, not
     "damaged" (the CUDA generator states would not go into CPU generators); older checkpoints say it by their
     CUDA RNG state."""
-    from hba_fast.checkpoint import save_checkpoint
+    from hba_fast.run.checkpoint import save_checkpoint
 
     tr = _trainer(tmp_path / "a")
     state = tr.state_dict()

@@ -18,14 +18,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from hba_fast.hyper import HyperModule
-from hba_fast.models.external import ModelNames, build_external, is_external
-from hba_fast.models.pyramidnet import pyramidnet_272_200
-from hba_fast.models.resnet import resnet_50
-from hba_fast.models.shake_shake import shake_shake_26_2x32d, shake_shake_26_2x96d, shake_shake_26_2x112d
-from hba_fast.models.strategy import STRATEGIES
-from hba_fast.models.wrn import wrn_10_2, wrn_16_2, wrn_28_10, wrn_40_2
-from hba_fast.policy import LAM_DIM
+from ..augment.space import LAM_DIM
+from .external import ModelNames, build_external, is_external
+from .layers import HyperModule
+from .pyramidnet import pyramidnet_272_200
+from .resnet import resnet_50
+from .shake_shake import shake_shake_26_2x32d, shake_shake_26_2x96d, shake_shake_26_2x112d
+from .strategy import STRATEGIES
+from .wrn import wrn_10_2, wrn_16_2, wrn_28_10, wrn_40_2
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn-40-2": wrn_40_2,  # CIFAR / SVHN, 32x32
@@ -56,7 +56,7 @@ def build_model(name: str, num_classes: int, strategy: str = "first_bn", lam_dim
     if is_external(name):
         if strategy not in STRATEGIES:
             raise _unknown("strategy", strategy, STRATEGIES)
-        from hba_fast.hyperized import hyperize
+        from .hyperize import hyperize
 
         return hyperize(build_external(name, num_classes, checkpoint), strategy, lam_dim)
     if name not in MODELS:

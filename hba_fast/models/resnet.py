@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hba_fast.hyper import apply_layer
-from hba_fast.models.strategy import LayerFactory, init_weights_, model_lam
-from hba_fast.policy import LAM_DIM
+from ..augment.space import LAM_DIM
+from .layers import apply_layer
+from .strategy import LayerFactory, init_weights_, model_lam
 
 EXPANSION = 4
 

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hba_fast.hyper import apply_layer
-from hba_fast.models.strategy import LayerFactory, init_weights_, model_lam
-from hba_fast.policy import LAM_DIM
+from ..augment.space import LAM_DIM
+from .layers import apply_layer
+from .strategy import LayerFactory, init_weights_, model_lam
 
 
 class _ShakeShake(torch.autograd.Function):

@@ -19,14 +19,14 @@ layers that get hyper-layers ("the Conv strategy means that we add HyperConv lay
 and ignore the other layers", 4.1; Figure 2 (d) shares the linear layer).
 Models ask a `LayerFactory` for each layer, marking the lowest conv / BN with `first=True`.
 `init_weights_` is the shared initialisation of WRN and ResNet (kaiming-normal fan-out convs, BN (1, 0)),
-applied to phi0 and, as an independent draw from the same distribution, to phiU (see hba_fast/hyper.py).
+applied to phi0 and, as an independent draw from the same distribution, to phiU (see hba_fast/models/layers.py).
 """
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from hba_fast.hyper import HyperBatchNorm2d, HyperConv2d, HyperLinear, check_lam
-from hba_fast.policy import LAM_DIM
+from ..augment.space import LAM_DIM
+from .layers import HyperBatchNorm2d, HyperConv2d, HyperLinear, check_lam
 
 STRATEGIES = ("all", "conv+bn", "conv", "bn", "first_conv", "first_bn", "none")
 
