@@ -50,7 +50,7 @@ def main() -> None:
         if key not in splits_cache:
             splits_cache[key] = load_splits(cfg.data)
         splits = splits_cache[key]
-        saved = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
+        saved = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
         model = build_model(saved["model"], saved["num_classes"], "none")
         model.load_state_dict(saved["state_dict"])
         result = json.loads(result_file.read_text())

@@ -195,9 +195,9 @@ def test_impl_choice_is_the_kernels_one(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert torch.equal(mixed(x, op, mag, centres, impl="auto")[0], torch.full((3, 8, 8), 255, dtype=torch.uint8))
     if triton is not None:
-        with pytest.raises(TritonUnavailableError, match=r"mixed_ops\(impl='triton'\) needs CUDA tensors"):
+        with pytest.raises(TritonUnavailableError, match=r"static\(impl='triton'\) needs CUDA tensors"):
             mixed(x, op, mag, centres, impl="triton")
-    with pytest.raises(ValueError, match="mixed_ops: impl must be one of"):
+    with pytest.raises(ValueError, match="static: impl must be one of"):
         mixed(x, op, mag, centres, impl="cuda")
 
 

@@ -147,7 +147,7 @@ def apply_mixed(images: torch.Tensor, params: MixedParams, centres: torch.Tensor
     -> uint8 (B, 3, H, W): image i through its op (see the module docstring)."""
     # "auto": the kernels on CUDA uint8 images; "triton" also on the CPU under TRITON_INTERPRET=1 (slow, for
     # tests), else TritonUnavailableError (a ValueError) naming the fix; "torch": never
-    if use_triton(impl, images, "static policy form", dtypes=(torch.uint8,)):
+    if use_triton(impl, images, "static", dtypes=(torch.uint8,)):
         from .static_triton import mixed_pass
 
         return mixed_pass(images, params, centres, CUTOUT_FILL)
