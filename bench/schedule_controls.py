@@ -60,8 +60,10 @@ def main() -> None:
     probs, mags = learned.probs, learned.mags
     doc = json.loads(Path(args.schedule).read_text())
     epochs = len(probs)
-    init = doc.get("config", {}).get("policy", {}).get("init", "paper")  # the search's own start
-    p0, m0 = (x.numpy() for x in space.decode(space.init_lam(init=init)))
+    policy = doc.get("config", {}).get("policy", {})  # the search's own start
+    lam0 = space.init_lam(init=policy.get("init", "paper"), prob=policy.get("init_prob", 0.05),
+                          magnitude=policy.get("init_magnitude", 0.05))
+    p0, m0 = (x.numpy() for x in space.decode(lam0))
     controls = {
         "prior": (np.repeat(p0[None], epochs, 0), np.repeat(m0[None], epochs, 0), {}),
         "final": (np.repeat(probs[-1:], epochs, 0), np.repeat(mags[-1:], epochs, 0), {}),

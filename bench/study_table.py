@@ -24,11 +24,12 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train_test_gap import clean_error  # noqa: E402
+
 from hba_fast import atomic  # noqa: E402
 from hba_fast.config import from_dict  # noqa: E402
 from hba_fast.data.datasets import load_splits  # noqa: E402
 from hba_fast.models import build_model  # noqa: E402
-from train_test_gap import clean_error  # noqa: E402
 
 
 def run_row(run: Path, splits_cache: dict) -> dict:

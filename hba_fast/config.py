@@ -121,9 +121,12 @@ class DataConfig:
 @dataclass(frozen=True)
 class PolicyConfig:
     sigma: float = field(default=1.0, metadata=_searched(0.0, 100.0))  # std of eps_i in lambda_i = lambda + eps_i
-    init: str = field(default="paper", metadata=_searched(choices=("paper", "weak")))  # lambda's start: paper =
-    # every value at 0.95 lo + 0.05 hi (appendix A; the enhance ops' factor 0.19, near their strong end 0.1);
-    # weak = every magnitude 5% of the way from its op's identity towards its range's end (enhance ops 0.955)
+    init: str = field(default="paper", metadata=_searched(choices=("paper", "weak")))  # lambda's start, for every
+    # magnitude: paper = lo + init_magnitude (hi - lo) (appendix A: 0.95 lo + 0.05 hi; the enhance ops' factor
+    # 0.19, near their strong end 0.1); weak = init_magnitude of the way from the op's identity towards its range's
+    # end (enhance ops 0.955 at 0.05; the same as paper for the other ops)
+    init_prob: float = field(default=0.05, metadata=_searched(1e-4, 0.9999))  # every slot's initial probability
+    init_magnitude: float = field(default=0.05, metadata=_searched(1e-4, 0.9999))  # fraction of the range (above)
 
 
 @dataclass(frozen=True)

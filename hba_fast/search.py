@@ -38,7 +38,8 @@ def search(cfg: Config) -> Path:
         splits = load_splits(cfg.data)
         space = SearchSpace()
         hyper = Hyperparams(space, cfg.policy.sigma, cfg.optim.hyper_lr, run.device, generator=torch.Generator(
-            run.device).manual_seed(cfg.train.seed * 1000 + run.dist.rank), init=cfg.policy.init)
+            run.device).manual_seed(cfg.train.seed * 1000 + run.dist.rank), init=cfg.policy.init,
+            init_prob=cfg.policy.init_prob, init_magnitude=cfg.policy.init_magnitude)
         pipeline = build_pipeline(cfg.data, splits, hyper.sampler, run.device, shard=(run.dist.rank, run.dist.world),
                                   seed=cfg.train.seed)
         model = build_model(cfg.model.name, splits.num_classes, cfg.model.strategy, space.lam_dim,

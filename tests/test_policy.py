@@ -47,6 +47,27 @@ def test_decode_matches_formula_and_zero_mags():
     assert i == 54
 
 
+def test_init_options_move_the_start_as_documented():
+    """policy.init / init_prob / init_magnitude: the paper's start is their default; weak puts the enhance ops near
+    their identity (and no other op moves); the fractions set the start directly."""
+    paper = SPACE.init_lam()
+    assert torch.equal(paper, torch.full((54,), math.log(0.05 / 0.95)))  # appendix A, bit for bit
+    weak_p, weak_m = SPACE.decode(SPACE.init_lam(init="weak"))
+    paper_p, paper_m = SPACE.decode(paper)
+    enhance = [j for j in range(30) if OPS[j % 15].kind == "blend"]
+    assert torch.allclose(weak_m[enhance], torch.full((8,), 0.955)) and torch.equal(weak_p, paper_p)
+    others = [j for j in range(30) if j not in enhance]
+    torch.testing.assert_close(weak_m[others], paper_m[others])
+    p, m = SPACE.decode(SPACE.init_lam(prob=0.2, magnitude=0.3))
+    assert torch.allclose(p, torch.full((30,), 0.2))
+    for j in range(30):
+        op = OPS[j % 15]
+        if op.has_magnitude:
+            assert m[j].item() == pytest.approx(op.lo + 0.3 * (op.hi - op.lo), rel=1e-5), op.name
+    with pytest.raises(ValueError, match="init must be"):
+        SPACE.init_lam(init="strong")
+
+
 def test_init_lam_decodes_to_five_percent():
     probs, mags = SPACE.decode(SPACE.init_lam())
     torch.testing.assert_close(probs, torch.full((30,), 0.05))

@@ -35,6 +35,8 @@ PBA_FILE=${PBA_FILE:-$PWD/../shared/data/pba/rcifar10_16_wrn.txt}
 # The search's train.seed is 0 in every variant (search-s0 is the default's run with the same seed).
 declare -A VARIANTS=(
   [init-weak]="policy.init=weak"                      # enhance ops start near their identity (0.955), not 0.19
+  [init-mag-0.3]="policy.init_magnitude=0.3"          # every magnitude starts at 30% of its range (default 5%)
+  [init-prob-0.2]="policy.init_prob=0.2"              # every probability starts at 0.2 (default 0.05)
   [hyper-lr-0.01]="optim.hyper_lr=0.01"               # lambda's Adam 3x slower (default 0.03)
   [hyper-lr-0.1]="optim.hyper_lr=0.1"
   [sigma-0.5]="policy.sigma=0.5"                      # smaller per-sample perturbation (default 1.0)

@@ -95,23 +95,27 @@ class SearchSpace:
         unit = ((values - lo) / (hi - lo)).clamp(eps, 1.0 - eps)
         return torch.logit(unit)
 
-    def init_lam(self, device: torch.device | str | None = None, init: str = "paper") -> torch.Tensor:
-        """lambda (54,) float32 at the search's start (config policy.init).
+    def init_lam(self, device: torch.device | str | None = None, init: str = "paper", prob: float = 0.05,
+                 magnitude: float = 0.05) -> torch.Tensor:
+        """lambda (54,) float32 at the search's start (config policy.init, init_prob, init_magnitude).
 
-        paper: every probability and magnitude decodes to 0.95 lo + 0.05 hi (appendix A). For the four enhance ops
-        (range [0.1, 1.9], identity 1.0) that is factor 0.19, close to their strongest end.
-        weak: probabilities as the paper's; every magnitude 5% of the way from its op's identity towards the end of
-        its range farther from it (the low end on a tie): the same as the paper's for every op whose identity is
-        its low end, factor 0.955 for the enhance ops."""
-        lam = torch.full((self.lam_dim,), math.log(0.05 / 0.95), dtype=torch.float32)
-        if init == "weak":
-            for i, j in enumerate(self.mag_slots):
-                op = OPS[self.slot_ops[j]]
-                far = op.lo if abs(op.lo - op.identity) >= abs(op.hi - op.identity) else op.hi
-                unit = (op.identity + 0.05 * (far - op.identity) - op.lo) / (op.hi - op.lo)
-                lam[NUM_SLOTS + i] = math.log(unit / (1.0 - unit))
-        elif init != "paper":
+        Every probability starts at `prob`. paper: every magnitude at lo + magnitude (hi - lo), the paper's 0.95 lo +
+        0.05 hi at the default (appendix A); for the four enhance ops (range [0.1, 1.9], identity 1.0) that is factor
+        0.19, close to their strongest end. weak: every magnitude `magnitude` of the way from its op's identity
+        towards the end of its range farther from it (the low end on a tie): the same as paper for every op whose
+        identity is its low end, factor 0.955 for the enhance ops at the default."""
+        if init not in ("paper", "weak"):
             raise ValueError(f"init must be 'paper' or 'weak', got {init!r}")
+        if not (0.0 < prob < 1.0 and 0.0 < magnitude < 1.0):
+            raise ValueError(f"initial probability and magnitude fractions must lie in (0, 1), got {prob}, {magnitude}")
+        lam = torch.full((self.lam_dim,), math.log(prob / (1.0 - prob)), dtype=torch.float32)
+        for i, j in enumerate(self.mag_slots):
+            op = OPS[self.slot_ops[j]]
+            unit = magnitude
+            if init == "weak":
+                far = op.lo if abs(op.lo - op.identity) >= abs(op.hi - op.identity) else op.hi
+                unit = (op.identity + magnitude * (far - op.identity) - op.lo) / (op.hi - op.lo)
+            lam[NUM_SLOTS + i] = math.log(unit / (1.0 - unit))
         return lam.to(device)
 
 

@@ -2,7 +2,7 @@
 
 lambda (54,) is the search's one central variable (SPEC 3, paper Algorithm 1). Its walk through a search:
 
-    config (policy.sigma, policy.init, optim.hyper_lr) -> Hyperparams(space, sigma, hyper_lr, device, init=...)
+    config (policy.*, optim.hyper_lr) -> Hyperparams(space, sigma, hyper_lr, device, init, init_prob, init_magnitude)
       -> weight steps: the pipeline asks `hyper.sampler.sample(B, epoch, device)` for each training batch:
              lambda_i = lambda + sigma * eps_i, eps_i ~ N(0, I_54), decoded into per-sample (probs, mags);
              the pipeline augments sample i with them and hands lambda_i on to the hypernetwork (eq. 12-13)
@@ -87,9 +87,10 @@ class Hyperparams:
     ranks in place (the identity for one process)."""
 
     def __init__(self, space: SearchSpace, sigma: float, lr: float, device: torch.device | str,
-                 generator: torch.Generator | None = None, init: str = "paper"):
+                 generator: torch.Generator | None = None, init: str = "paper", init_prob: float = 0.05,
+                 init_magnitude: float = 0.05):
         self.space = space
-        self.lam = nn.Parameter(space.init_lam(device, init))  # (54,) unbounded
+        self.lam = nn.Parameter(space.init_lam(device, init, init_prob, init_magnitude))  # (54,) unbounded
         # Adam with its step count on the device, no host read per step (module docstring): capturable on CUDA,
         # fused on the CPU (where capturable is not offered and the plain form reads the count with .item())
         on_cuda = self.lam.device.type == "cuda"
