@@ -39,6 +39,7 @@ declare -A VARIANTS=(
   [init-prob-0.2]="policy.init_prob=0.2"              # every probability starts at 0.2 (default 0.05)
   [hyper-lr-0.01]="optim.hyper_lr=0.01"               # lambda's Adam 3x slower (default 0.03)
   [hyper-lr-0.1]="optim.hyper_lr=0.1"
+  [hyper-lr-0.25]="optim.hyper_lr=0.25"               # lambda's travel of the paper's 3,100 hyper steps in our 400
   [sigma-0.5]="policy.sigma=0.5"                      # smaller per-sample perturbation (default 1.0)
   [sigma-2]="policy.sigma=2.0"
   [wd-0.0005]="optim.weight_decay=0.0005"             # evaluation's weight decay (Table 8's search: 0.005)
