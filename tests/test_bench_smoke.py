@@ -65,3 +65,20 @@ def test_bench_round_smoke(tmp_path):
     assert all("search_over_plain" in r for r in rows if r["strategy"] != "none")
     assert all("speedup_vs_eager" in r for r in rows if r["mode"] != "eager")
     assert "search/plain" in done.stdout
+
+
+@pytest.mark.slow
+def test_fidelity_gpu_study_runs_end_to_end_in_smoke_mode(tmp_path):
+    """docs/results/fidelity-gpu.sh --smoke: the GPU study's commands (3 searches -> 1 in smoke, the controls, every
+    arm through compare, the table) run on shapes10 on the CPU; every step records its wall time."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(ROOT / "docs" / "results" / "fidelity-gpu.sh"), "--smoke"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert steps == ["search-s0", "controls", "compare", "table"]
+    runs = json.loads((tmp_path / "fidelity-gpu-runs.json").read_text())
+    arms = {r["arm"] for r in runs["summary"]}
+    assert {"baseline", "cutout", "autoaugment", "randaugment", "trivialaugment", "schedule-search-s0",
+            "schedule-prior", "schedule-final", "schedule-shuffled"} <= arms
+    assert all(0.0 <= r["train_error"] <= 1.0 for r in runs["runs"])
