@@ -76,7 +76,7 @@ def parse_arms(text: str) -> list[Arm]:
         elif token:
             items.append(token)
     if not items:
-        raise ConfigError(f"--arms needs at least one arm: {AUGMENT_HELP} or schedule:PATH")
+        raise ConfigError(f"--arms needs at least one arm: {AUGMENT_HELP}, schedule:PATH or pba:FILE")
     arms: list[Arm] = []
     for item in items:
         if item.startswith("schedule:"):
