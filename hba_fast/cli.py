@@ -1,5 +1,6 @@
 """Command line: `hba-fast search [CONFIG]`, `train CONFIG --schedule F | --augment A`, `compare CONFIG --arms
-A,B,schedule:F --seeds N`, `export`, `plot` (--help).
+A,B,schedule:F,pba:P --seeds N`, `export`, `plot` (--help). A schedule is a schedule.json, a json-flat export or a
+PBA file (pba:FILE).
 
 With no CONFIG, `search` runs the demo (configs/demo.yaml) on the generated shapes10 dataset. Errors a user
 can fix (config, data, schedule, device, checkpoint, NaN loss, a full disk) are printed as one clear line, exit
@@ -47,7 +48,12 @@ outputs: every run writes into its run folder, run.out_dir (runs/demo for the de
 
 def _train_folder(cfg, schedule: str | None, augment: str | None):
     """`hba-fast train` runs in RUN.OUT_DIR/train-<schedule|AUGMENT>, not in the search's folder."""
-    name = "schedule" if schedule else str(augment).replace(":", "-").replace(",", "-")  # randaugment:2,9 -> ...-2-9
+    from .schedule.pba import PREFIX, split_spec
+
+    if schedule and schedule.startswith(PREFIX):  # PBA's schedule: train-pba-<file stem>, as its compare arm
+        name = "pba-" + split_spec(schedule)[0].stem
+    else:
+        name = "schedule" if schedule else str(augment).replace(":", "-").replace(",", "-")  # randaugment:2,9 -> -2-9
     out = Path(cfg.run.out_dir) / f"train-{name}"
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(out)))
 
@@ -69,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                              epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p_train.add_argument("config", help="YAML config (data, model, optim, train sections)")
     how = p_train.add_mutually_exclusive_group(required=True)
-    how.add_argument("--schedule", help="schedule.json written by `hba-fast search` (or its run folder)")
+    how.add_argument("--schedule", help="schedule.json written by `hba-fast search` (or its run folder), or pba:FILE "
+                     "(a PBA schedule file, e.g. PBA's published rcifar10_16_wrn.txt; pba:FILE@H: it covers H epochs)")
     how.add_argument("--augment", metavar="NAME", help=f"a hand-made augmentation instead: {AUGMENT_HELP}")
     p_compare = add_compare_parser(sub)
     for p in (p_search, p_train, p_compare):
@@ -121,10 +128,12 @@ def _add_export(sub) -> None:
     from .schedule.export import FORMATS
 
     p = sub.add_parser("export", help="write a schedule in another tool's format (PBA, Albumentations, json-flat)")
-    p.add_argument("schedule", help="schedule.json written by `hba-fast search` (or a json-flat export)")
+    p.add_argument("schedule", help="schedule.json written by `hba-fast search`, a json-flat export, or pba:FILE "
+                   "(a PBA schedule file; pba:FILE@H: it covers H epochs)")
     p.add_argument("--to", required=True, choices=FORMATS, help="the target format")
     p.add_argument("--out", required=True, help="the file to write (albumentations without --epoch: a folder)")
-    p.add_argument("--epochs", type=int, help="stretch the schedule to this many training epochs first")
+    p.add_argument("--epochs", type=int, help="stretch the schedule to this many training epochs first (pba: the "
+                   "epochs of the PBA run, which then replays it exactly with --epochs N --hp_policy_epochs N)")
     p.add_argument("--epoch", type=int, help="export only this epoch (0-based)")
     p.add_argument("--image-size", type=int, default=32, help="pba: image side in pixels (PBA uses 32)")
     p.set_defaults(run=_export)
@@ -144,19 +153,19 @@ def _export(args) -> int:
 
 def _add_plot(sub) -> None:
     p = sub.add_parser("plot", help="draw a schedule: Figure 4 (magnitudes, per-op probabilities and magnitudes)")
-    p.add_argument("schedule", help="schedule.json (or a json-flat export)")
+    p.add_argument("schedule", help="schedule.json, a json-flat export, or pba:FILE (a PBA schedule file)")
     p.add_argument("--out", help="PNG to write (default: the schedule's name with .png)")
     p.set_defaults(run=_plot)
 
 
 def _plot(args) -> int:
-    from pathlib import Path
-
     from .schedule.file import read_schedule
+    from .schedule.pba import PREFIX, split_spec
     from .schedule.plot import plot_schedule
 
-    out = Path(args.out) if args.out else Path(args.schedule).with_suffix(".png")
-    plot_schedule(out, read_schedule(args.schedule), title=Path(args.schedule).name)
+    path = split_spec(args.schedule)[0] if args.schedule.startswith(PREFIX) else Path(args.schedule)
+    out = Path(args.out) if args.out else path.with_suffix(".png")
+    plot_schedule(out, read_schedule(args.schedule), title=path.name)
     print(f"hba-fast: wrote {out}")
     return 0
 
@@ -166,7 +175,8 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config of the evaluation runs (data, model, optim, train, run.out_dir: the "
                                   "compare folder)")
     p.add_argument("--arms", required=True, help=f"comma-separated: {AUGMENT_HELP.replace(' | ', ', ')}, "
-                   "schedule:PATH (a schedule.json; several allowed)")
+                   "schedule:PATH (a schedule.json; several allowed), pba:PATH (a PBA schedule file, e.g. PBA's "
+                   "published rcifar10_16_wrn.txt; arm pba-<stem>)")
     p.add_argument("--seeds", type=int, default=3, help="runs per arm, seeds train.seed + 0..N-1 (default 3)")
     p.add_argument("--only-seed", type=int, default=None, metavar="K",
                    help="run only the pairs of seed K (0..N-1) and write no table: spread one comparison over "

@@ -3,8 +3,10 @@
     hba-fast compare CONFIG --arms baseline,cutout,autoaugment,randaugment,trivialaugment,schedule:PATH --seeds 3
 
 Arms: the names `hba-fast train --augment` takes (hba_fast/augment/baselines.py: baseline, cutout, autoaugment[:POLICY],
-randaugment[:N,M], trivialaugment) and `schedule:PATH` (a schedule.json of `hba-fast search`; several may be
-given). Every (arm, seed) pair is one `hba-fast train` run (train.py) in its own folder under the compare folder
+randaugment[:N,M], trivialaugment), `schedule:PATH` (a schedule.json of `hba-fast search`; several may be given)
+and `pba:PATH` (a PBA schedule file, e.g. PBA's published rcifar10_16_wrn.txt: the paper's Table 4 PBA column
+without Ray or TensorFlow; arm `pba-<file stem>`, replayed for the run's epochs by PBA's own rule, train.py).
+Every (arm, seed) pair is one `hba-fast train` run (train.py) in its own folder under the compare folder
 (run.out_dir): <out>/<arm>/seed<k>, with train.seed = the config's seed + k. Every arm trains on the same splits
 (the data section is shared; only the augmentation and the seed change).
 
@@ -46,6 +48,8 @@ from .run.folder import check_run_folder
 from .run.log import RunLog
 from .run.session import pick_device
 from .schedule.file import read_schedule
+from .schedule.pba import PREFIX as PBA_PREFIX
+from .schedule.pba import split_spec
 from .train import evaluation_config, train
 
 
@@ -63,8 +67,8 @@ def _slug(text: str) -> str:
 
 
 def parse_arms(text: str) -> list[Arm]:
-    """'baseline,randaugment:2,9,schedule:runs/a/schedule.json' -> arms; a bare number continues the previous
-    item (randaugment:N,M). ConfigError on unknown names, missing schedules or repeated arms."""
+    """'baseline,randaugment:2,9,schedule:runs/a/schedule.json,pba:rcifar10_16_wrn.txt' -> arms; a bare number
+    continues the previous item (randaugment:N,M). ConfigError on unknown names, missing schedules or repeated arms."""
     items: list[str] = []
     for token in (t.strip() for t in text.split(",")):
         if token.isdigit() and items:
@@ -72,7 +76,7 @@ def parse_arms(text: str) -> list[Arm]:
         elif token:
             items.append(token)
     if not items:
-        raise ConfigError(f"--arms needs at least one arm: {AUGMENT_HELP} or schedule:PATH")
+        raise ConfigError(f"--arms needs at least one arm: {AUGMENT_HELP}, schedule:PATH or pba:FILE")
     arms: list[Arm] = []
     for item in items:
         if item.startswith("schedule:"):
@@ -81,6 +85,9 @@ def parse_arms(text: str) -> list[Arm]:
             p = Path(path)
             name = "schedule-" + _slug(p.parent.name if p.name == "schedule.json" and p.parent.name else p.stem)
             arms.append(Arm(name, schedule=path))
+        elif item.startswith(PBA_PREFIX):
+            read_schedule(item)  # PBA's file read through, before any training
+            arms.append(Arm("pba-" + _slug(split_spec(item)[0].stem), schedule=item))
         else:
             augment = str(parse_augment(item))
             arms.append(Arm(_slug(augment.replace(":", "-").replace(",", "-")), augment=augment))

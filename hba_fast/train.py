@@ -1,8 +1,13 @@
 """`hba-fast train`: the paper's evaluation protocol. Train a plain model (strategy `none`) with a learned
-schedule (stretched linearly to this run's epochs), or with a hand-made augmentation, and report the test error.
+schedule (stretched linearly to this run's epochs; a PBA file by PBA's own replay), or with a hand-made augmentation,
+and report the test error.
 
     --schedule schedule.json   policy of each epoch from the search, then the dataset's recipe (its Cutout as
                                data.cutout says: on unless the config turns it off, as demo.yaml does)
+    --schedule pba:FILE        a PBA schedule file (PBA's published rcifar10_16_wrn.txt, or `hba-fast export --to
+                               pba`), replayed for this run's epochs as PBA's own `train.py --epochs E
+                               --hp_policy_epochs H` replays it (hba_fast/schedule/pba.py): the faithful PBA arm; then
+                               the recipe as for a schedule
     --augment baseline         the recipe only, without Cutout (crop + flip + standardise for CIFAR)
     --augment cutout           the recipe with its Cutout (16 px for CIFAR, 20 px for SVHN), whatever data.cutout says
     --augment autoaugment[:P] | randaugment[:N,M] | trivialaugment
@@ -58,7 +63,8 @@ def train(cfg: Config, schedule: str | None = None, augment: str | None = None) 
     arm = parse_augment(augment) if augment is not None else None
     sampler = None
     if schedule is not None:  # checked before anything is written
-        sampler = ScheduleSampler(read_schedule(schedule), cfg.train.epochs)
+        # stretched to this run's epochs by the file's own rule: hba-fast's linearly, PBA's by PBA's replay
+        sampler = ScheduleSampler(read_schedule(schedule, cfg.train.epochs), cfg.train.epochs)
     with start_run(cfg, record) as run:
         splits = load_splits(cfg.data)
         if arm is not None:

@@ -125,3 +125,67 @@ def test_compare_with_torchrun_two_processes(tmp_path):
     for arm in ("baseline", "randaugment"):
         rows = [json.loads(line) for line in (tmp_path / arm / "seed0" / "metrics.jsonl").read_text().splitlines()]
         assert sum(r["kind"] == "final" for r in rows) == 1
+
+
+def _pba_file(path: Path) -> Path:
+    """A PBA schedule file of 4 epochs (hba-fast's writer; PBA's order is checked in tests/test_pba.py)."""
+    import numpy as np
+
+    from hba_fast.schedule.pba import to_pba
+
+    probs, mags = np.zeros((4, 30)), np.zeros((4, 30))
+    probs[:, 6] = [0.0, 0.3, 0.6, 0.9]  # Invert
+    path.write_text("".join(repr(line) + "\n" for line in to_pba(probs, mags).lines))
+    return path
+
+
+PUBLISHED = ROOT.parent / "shared" / "data" / "pba" / "rcifar10_16_wrn.txt"
+
+
+@pytest.mark.slow
+def test_compare_and_train_with_a_pba_arm(tmp_path, capsys, monkeypatch):
+    """`pba:FILE` as a compare arm (as the long study runs it: --seeds N --only-seed K) and as `train --schedule`:
+    the run replays PBA's file for its own epochs by PBA's rule (1 epoch of PBA's 200-epoch schedule: its last
+    policy); the arm is named after the file."""
+    import numpy as np
+
+    import hba_fast.train as train_module
+    from hba_fast.schedule.file import read_schedule
+
+    mine = _pba_file(tmp_path / "mine.txt")
+    published = PUBLISHED if PUBLISHED.is_file() else mine  # the study's arm where PBA's file is at hand
+    arms = parse_arms(f"baseline,pba:{mine}@4,pba:{published}")
+    assert [a.name for a in arms] == ["baseline", "pba-mine", f"pba-{published.stem}"]
+    assert arms[1].schedule == f"pba:{mine}@4" and arms[1].augment is None
+    with pytest.raises(ScheduleError, match="not found"):
+        parse_arms(f"pba:{tmp_path / 'missing.txt'}")
+
+    used = []
+
+    class Recording(train_module.ScheduleSampler):
+        def __init__(self, schedule, epochs):
+            used.append((schedule, epochs))
+            super().__init__(schedule, epochs)
+
+    monkeypatch.setattr(train_module, "ScheduleSampler", Recording)
+    out = tmp_path / "cmp"
+    args = ["compare", str(TINY), "--arms", f"pba:{published}", "--seeds", "2", "--only-seed", "0"]
+    for item in [*SMALLER, f"run.out_dir={out}"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    result = json.loads((out / f"pba-{published.stem}" / "seed0" / "result.json").read_text())
+    assert result["epochs"] == 1 and 0.0 <= result["test_error"] <= 1.0
+    assert f"schedule pba:{published}" in result["augmentation"]
+    assert not (out / f"pba-{published.stem}" / "seed1").exists() and not (out / "compare.json").exists()
+    (schedule, epochs), = used
+    assert epochs == 1 and schedule.epochs == 1
+    assert np.array_equal(schedule.probs[0], read_schedule(f"pba:{published}").probs[-1])  # PBA holds the last
+
+    used.clear()
+    train_args = ["train", str(TINY), "--schedule", f"pba:{mine}@4", "--set", f"run.out_dir={tmp_path / 'tr'}"]
+    for item in SMALLER:
+        train_args += ["--set", item]
+    assert main(train_args) == 0
+    assert json.loads((tmp_path / "tr" / "train-pba-mine" / "result.json").read_text())["epochs"] == 1
+    (schedule, epochs), = used
+    assert np.allclose(schedule.probs[0, 6], 0.9)  # 4 -> 1 epochs by PBA's rule: the last policy

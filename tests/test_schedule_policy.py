@@ -6,7 +6,8 @@
   K, signs and magnitudes;
 - end to end: one image through each path many times, with a schedule of deterministic ops; the frequency of
   every distinct output image against the law's prediction (chi-square);
-- DataLoader workers (forked, persistent): distinct streams per worker, `set_epoch` reaching them, pickling.
+- DataLoader workers (fork, spawn, forkserver; persistent): distinct streams per worker, `set_epoch` reaching them,
+  pickling without tensors; `seed` alone fixing every image in fresh processes whatever torch's seed.
 """
 from __future__ import annotations
 
@@ -273,13 +274,18 @@ class _Images(torch.utils.data.Dataset):
         return torch.from_numpy(np.asarray(self.transform(Image.fromarray(self.images[i])))).permute(2, 0, 1)
 
 
-def test_dataloader_workers_get_their_own_streams_and_the_epoch(cifar_mini):
+@pytest.mark.parametrize("start", ["fork", "spawn", "forkserver"])
+def test_dataloader_workers_get_their_own_streams_and_the_epoch(cifar_mini, start):
+    """Under every start method (spawn: macOS' and Windows' default; forkserver: Linux's from Python 3.14), two
+    persistent workers: the pickled policy holds no tensors (spawn used to fail with `bad value(s) in fds_to_keep`,
+    forkserver to lose its workers), set_epoch reaches them, and they do not repeat each other."""
     images = np.repeat(cifar_mini["train_images"][:1], 64, 0)  # one image 64 times
     probs = np.zeros((2, NUM_SLOTS), np.float32)
     probs[1, OP_INDEX["Invert"]] = 1.0  # epoch 1: Invert unless K = 0
     policy = SchedulePolicy.from_arrays(probs, np.zeros_like(probs), seed=0)
+    policy.batch(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))  # device tables and generators exist: not pickled
     loader = torch.utils.data.DataLoader(_Images(images, policy), batch_size=8, num_workers=2,
-                                         persistent_workers=True)
+                                         persistent_workers=True, multiprocessing_context=start)
     original = torch.from_numpy(images[0]).permute(2, 0, 1)
     epoch0 = torch.cat(list(loader))
     assert (epoch0 == original).all()  # epoch 0: every probability 0
@@ -290,6 +296,83 @@ def test_dataloader_workers_get_their_own_streams_and_the_epoch(cifar_mini):
     # the two workers (batches alternate between them) must not repeat each other's draws
     w0, w1 = inverted.view(8, 8)[0::2].flatten(), inverted.view(8, 8)[1::2].flatten()
     assert not torch.equal(w0, w1)
+
+
+def _tensors(obj, seen=None) -> list:
+    """Every torch tensor reachable from obj's pickled state (dicts, lists, tuples, objects' __getstate__)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        items = list(obj)
+    elif hasattr(obj, "__getstate__") and not isinstance(obj, (str, bytes, int, float, np.ndarray, type)):
+        state = obj.__getstate__()
+        items = [state] if state is not None and state is not obj else []
+    else:
+        items = []
+    return [t for item in items for t in _tensors(item, seen)]
+
+
+def test_pickled_state_holds_no_tensors():
+    """What a spawned worker receives: the schedule (numpy) and settings, no tensors (their shared-memory file
+    descriptors close before a spawned worker starts) and no generators, even after batch() made device tables."""
+    policy = SchedulePolicy.from_arrays(*_schedule(), epochs=6, seed=1)
+    policy.batch(torch.zeros(4, 3, 8, 8, dtype=torch.uint8))
+    policy.set_epoch(3)
+    assert _tensors(policy.__getstate__()) == []
+    copy = pickle.loads(pickle.dumps(policy))
+    assert copy.epoch == 3 and copy.batch(torch.zeros(4, 3, 8, 8, dtype=torch.uint8)).shape == (4, 3, 8, 8)
+
+
+_FRESH_PROCESS = """
+import hashlib, sys
+import numpy as np, torch
+sys.path.insert(0, {tests!r})
+from test_schedule_policy import _Images
+from hba_fast.augment.ops import OPS
+from hba_fast.schedule.policy import SchedulePolicy
+
+torch.manual_seed(int(sys.argv[1]))
+np.random.seed(int(sys.argv[1]))
+images = np.load({mini!r})["train_images"][:24]
+probs = np.full((2, 30), 0.3, np.float32)
+mags = np.array([[(OPS[j % 15].lo + OPS[j % 15].hi) / 2 for j in range(30)]] * 2, np.float32)
+policy = SchedulePolicy.from_arrays(probs, mags, seed=int(sys.argv[2]))
+loader = torch.utils.data.DataLoader(_Images(images, policy), batch_size=4, num_workers=2, persistent_workers=True)
+out = []
+for epoch in range(2):
+    policy.set_epoch(epoch)
+    out += [x.numpy().tobytes() for x in loader]
+out.append(policy(images[0]).tobytes())  # the main process draws too
+print(hashlib.sha256(b"".join(out)).hexdigest())
+"""
+
+
+def test_seed_alone_fixes_the_images_in_fresh_processes(cifar_mini, tmp_path):
+    """Two fresh processes, the same `seed`, different torch (and numpy) global seeds: the same images from a
+    DataLoader with two persistent workers over two epochs (and from the main process); another seed: others."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import CIFAR_MINI
+
+    script = tmp_path / "fresh.py"
+    script.write_text(_FRESH_PROCESS.format(tests=str(Path(__file__).parent), mini=str(CIFAR_MINI)))
+
+    def images_hash(torch_seed: int, seed: int) -> str:
+        run = subprocess.run([sys.executable, str(script), str(torch_seed), str(seed)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    first = images_hash(1, 5)
+    assert images_hash(2, 5) == first
+    assert images_hash(1, 6) != first
 
 
 def test_pickle_round_trip_keeps_schedule_and_epoch():

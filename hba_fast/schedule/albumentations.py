@@ -16,7 +16,7 @@ Exact up to rounding (nearest-neighbour sampling, fill 128, Pillow's formula):
     Rotate         A.Affine(rotate=m) (about the centre (W-1)/2 rather than Pillow's W/2: half a pixel)
     Invert         A.InvertImg
     Solarize       A.Solarize(threshold = (256 - m) / 255)
-    Posterize      A.Posterize(num_bits = 8 - round(m))
+    Posterize      A.Posterize(num_bits = 8 - round(m)); at 0 bits (black) A.ColorJitter(brightness=0)
     Brightness     A.ColorJitter(brightness=m): img * m;   Color A.ColorJitter(saturation=m): blend with grey
     Contrast       A.ColorJitter(contrast=m): blend with the mean grey (unrounded; Pillow rounds the mean)
     Sharpness m>=1 A.Sharpen(alpha=(m - 1) / 13, lightness=1): img + (m - 1)/13 (8 img - neighbours), Pillow's
@@ -77,10 +77,12 @@ def _op(A, name: str, m: float):
     if name == "Solarize":
         t = min(max((256.0 - m) / 255.0, 0.0), 1.0)
         return A.Solarize(threshold_range=(t, t), p=1.0)
+    jitter = dict(brightness=(1.0, 1.0), contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue=(0.0, 0.0), p=1.0)
     if name == "Posterize":
         bits = int(min(max(8 - round(m), 0), 8))
+        if bits == 0:  # every bit cleared: black; A.Posterize(0) computes it through a uint8 overflow (a warning)
+            return A.ColorJitter(**{**jitter, "brightness": (0.0, 0.0)})
         return A.Posterize(num_bits=(bits, bits), p=1.0)
-    jitter = dict(brightness=(1.0, 1.0), contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue=(0.0, 0.0), p=1.0)
     if name in ("Brightness", "Contrast", "Color"):
         key = {"Brightness": "brightness", "Contrast": "contrast", "Color": "saturation"}[name]
         return A.ColorJitter(**{**jitter, key: (m, m)})

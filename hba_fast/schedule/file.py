@@ -19,9 +19,13 @@ log.txt and metrics.jsonl).
 json-flat (format "hba-fast-flat/1", `hba-fast export --to json-flat`): per epoch a list of (op, prob, magnitude,
 signed) any library can read, with the sampling rule and each op's range and unit.
 
+PBA's schedule files are read too: `read_schedule("pba:FILE")` (hba_fast/schedule/pba.py: PBA's slot order, its
+replay and its levels in our units), so PBA's published schedules are inputs wherever a schedule is taken.
+
 A schedule of E_s entries used for E epochs is stretched linearly: epoch e takes entry min(E_s - 1, floor(e E_s / E +
-1/2)) (`stretch_index`; `hba-fast train`, `SchedulePolicy`, `ScheduleSampler`). Files are written atomically;
-`read_schedule` checks every field and says what is wrong.
+1/2)) (`stretch_index`; `hba-fast train`, `SchedulePolicy`, `ScheduleSampler`); a PBA file read for E epochs
+(`read_schedule("pba:FILE", epochs=E)`) by PBA's own replay instead, as PBA trains with it. Files are written
+atomically; `read_schedule` checks every field and says what is wrong.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from .. import atomic
 from ..augment.ops import OP_INDEX, OPS
 from ..augment.space import NUM_OPS, NUM_SLOTS, SearchSpace
 from ..errors import ScheduleError
+from . import pba
 
 FORMAT = "hba-fast-schedule/1"
 FLAT_FORMAT = "hba-fast-flat/1"
@@ -221,9 +226,23 @@ def _parse_json_flat(path: Path, doc: dict) -> Schedule:
 
 # ---------------------------------------------------------------- reading any of them
 
-def read_schedule(path: str | Path) -> Schedule:
-    """The schedule in a schedule.json (or the search's run folder holding one) or a json-flat export."""
-    path = Path(path)
+def read_schedule(path: str | Path, epochs: int | None = None) -> Schedule:
+    """The schedule in a schedule.json (or the search's run folder holding one), a json-flat export, or a PBA file
+    given as 'pba:FILE' (or 'pba:FILE@H', H the epochs it covers; `pba.read_pba`).
+
+    With `epochs`: the entry of each epoch of a training run of that many epochs, stretched by the rule of the file's
+    own program: hba-fast's files linearly (`stretch_index`), a PBA file by PBA's own replay (`pba.replay`: each
+    policy segment int(n epochs / H) epochs, the rest holding the last policy), as PBA would train with it."""
+    if epochs is not None and epochs < 1:
+        raise ScheduleError(f"a schedule is read for a run of >= 1 epochs, got {epochs}")
+    if str(path).startswith(pba.PREFIX):
+        probs, mags, covers = pba.read_pba(path, epochs)
+        return Schedule(probs, mags, ranges="any", source=f"{path} (PBA, {covers} epochs)")
+    return _read_own(Path(path)).stretched(epochs)
+
+
+def _read_own(path: Path) -> Schedule:
+    """schedule.json (or the run folder holding one) or json-flat."""
     if path.is_dir() and (path / "schedule.json").is_file():  # the search's run folder
         path = path / "schedule.json"
     if not path.is_file():

@@ -1,6 +1,7 @@
 """`SchedulePolicy`: a learned schedule (or a fixed policy) applied in the user's own training code.
 
     policy = hba_fast.SchedulePolicy.from_file("schedule.json", epochs=E)   # stretched to E epochs (as train)
+    policy = hba_fast.SchedulePolicy.from_pba("rcifar10_16_wrn.txt", epochs=E)  # PBA's schedule, PBA's replay
     policy.set_epoch(e)                                                   # at the start of each epoch
     policy(img)                      # one PIL image, uint8 CHW tensor or HWC ndarray -> the same type (Pillow)
     policy.batch(images)             # uint8 (B, 3, H, W) on any device -> same (hba_fast.augment.ops, per sample)
@@ -11,8 +12,11 @@ All three apply the same rule with the same ops. A schedule's rule is PBA's (SPE
 continuous magnitude and a random sign for the signed ops. A fixed policy (AutoAugment's) picks one of its
 sub-policies uniformly and applies each of its ops with its own probability. Only the implementations differ:
 - `__call__`: Pillow's own functions (`hba_fast.augment.pil`), the reference; the draw is `hba_fast.augment.pba_draw`
-  (numpy). Picklable; each DataLoader worker (and each forked process) seeds its own generator from
-  (seed, the worker's seed), so workers never repeat each other. The epoch lives in shared memory, so
+  (numpy). Picklable with no tensors inside, so it works in a DataLoader under every start method (fork, spawn,
+  forkserver), persistent workers too. Each DataLoader worker draws from its own generator; with `seed`, made at
+  each epoch from (seed, worker id, epoch) alone, so a worker's draws depend only on those and on how many it has
+  made in the epoch (never on torch's seed): the same seed gives the same images in any process; workers never
+  repeat each other. With seed=None, fresh entropy in every process. The epoch lives in shared memory, so
   `set_epoch` in the main process reaches persistent workers too (call it before iterating the loader).
 - `batch`: the draw is `hba_fast.augment.policy.sample_policy` (torch, on the images' device), the ops
   `hba_fast.augment.ops`; on CUDA with static shapes (`apply_draw(static=True)`): no host sync, graph-capturable. A
@@ -23,7 +27,8 @@ sub-policies uniformly and applies each of its ops with its own probability. Onl
 - `dali`: the draw comes from `pba_draw` through a per-sample `fn.external_source`; the ops are
   `hba_fast/augment/dali_ops.py` (`schedule/dali.py`).
 A schedule of E_s entries used for `epochs` epochs takes entry min(E_s - 1, floor(e E_s / epochs + 1/2)) at epoch e
-(`hba_fast.schedule.file.stretch_index`, as `hba-fast train`); with epochs=None, entry min(e, E_s - 1).
+(`hba_fast.schedule.file.stretch_index`, as `hba-fast train`); with epochs=None, entry min(e, E_s - 1). A PBA file
+(`from_pba`) is stretched by PBA's own replay when it is read (hba_fast/schedule/pba.py).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from ..augment.ops import OP_INDEX, OPS, check_images
 from ..augment.pba_draw import Draw, draw_pba, draw_subpolicy
 from ..augment.policy import MAX_OPS, PolicyDraw, apply_draw, sample_policy
 from ..errors import ConfigError
-from .file import Schedule, read_schedule
+from .file import Schedule, read_schedule, stretch_index
 from .sampler import ScheduleSampler
 
 _SIGNED_OPS = torch.tensor([op.signed for op in OPS])  # (15,)
@@ -72,8 +77,8 @@ class _SharedEpoch:
 class SchedulePolicy:
     """A per-epoch augmentation policy for the user's own pipeline (module docstring).
 
-    Build it with `from_file`, `from_arrays` (a schedule: probs, mags (E_s, 30)), `fixed` (sub-policies) or
-    `autoaugment`. `seed` fixes every draw (None: fresh entropy)."""
+    Build it with `from_file`, `from_pba`, `from_arrays` (a schedule: probs, mags (E_s, 30)), `fixed` (sub-policies)
+    or `autoaugment`. `seed` alone fixes every draw, in every process and DataLoader worker (None: fresh entropy)."""
 
     def __init__(self, probs=None, mags=None, epochs: int | None = None, seed: int | None = None,
                  subpolicies: Sequence[Sequence[tuple[int, float, float]]] | None = None, name: str = "schedule"):
@@ -93,20 +98,45 @@ class SchedulePolicy:
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
             raise ConfigError(f"epochs must be a positive int (the epochs of your training run), got {epochs!r}")
         self.epochs = epochs
-        # the schedule's entry on each device for `batch` (epochs=None: entry min(e, E_s - 1), the identity stretch)
-        self._sampler = None if self.schedule is None else ScheduleSampler(self.schedule, epochs or len(self.probs))
         self._epoch = _SharedEpoch(0)
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """What each process makes for itself, on first use: generators, device tables, the ScheduleSampler."""
+        # the schedule's entry on each device for `batch` (epochs=None: entry min(e, E_s - 1), the identity stretch)
+        self._sampler: ScheduleSampler | None = None
         self._rng: np.random.Generator | None = None
         self._rng_owner: tuple | None = None
         self._on: dict[torch.device, tuple] = {}  # per-device tables of a fixed policy for `batch`
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._generators_owner: tuple | None = None
         self._devices: set[torch.device] = set()  # where `batch` has put the schedule's entry buffer
+
+    def _schedule_sampler(self) -> ScheduleSampler:
+        if self._sampler is None:
+            self._sampler = ScheduleSampler(self.schedule, self.epochs or len(self.probs))
+        return self._sampler
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
     def from_file(cls, path: str | Path, epochs: int | None = None, seed: int | None = None) -> SchedulePolicy:
-        """A schedule.json written by `hba-fast search` (or a json-flat export), stretched to `epochs`."""
-        return cls(read_schedule(path), epochs=epochs, seed=seed, name=Path(path).name)
+        """A schedule.json written by `hba-fast search` (or a json-flat export, or 'pba:FILE'), stretched to `epochs`
+        (`read_schedule`: linearly; a PBA file by PBA's replay)."""
+        return cls(read_schedule(path, epochs), epochs=epochs, seed=seed, name=Path(str(path)).name)
+
+    @classmethod
+    def from_pba(cls, path: str | Path, epochs: int | None = None, seed: int | None = None,
+                 policy_epochs: int | None = None) -> SchedulePolicy:
+        """A PBA schedule file (PBA's published schedules/*.txt, or `hba-fast export --to pba`), PBA's slot order and
+        levels read as PBA reads them (hba_fast/schedule/pba.py). It covers `policy_epochs` epochs (PBA's
+        --hp_policy_epochs: default 200, 160 for PBA's published rsvhn_16_wrn.txt); with `epochs`, it is stretched to
+        a run of that many as PBA's own replay does (each policy segment int(n epochs / policy_epochs) epochs, the
+        rest holding the last policy)."""
+        from .pba import PREFIX, split_spec
+
+        file, named = split_spec(path)
+        spec = f"{PREFIX}{file}@{policy_epochs or named}" if policy_epochs or named else f"{PREFIX}{file}"
+        return cls(read_schedule(spec, epochs), epochs=epochs, seed=seed, name=file.name)
 
     @classmethod
     def from_arrays(cls, probs, mags, epochs: int | None = None, seed: int | None = None) -> SchedulePolicy:
@@ -149,7 +179,7 @@ class SchedulePolicy:
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
         self._epoch.value = epoch
         for device in self._devices:
-            self._sampler.set_epoch(epoch, device)
+            self._schedule_sampler().set_epoch(epoch, device)
 
     @property
     def epoch(self) -> int:
@@ -162,7 +192,7 @@ class SchedulePolicy:
     def entry_index(self, epoch: int | None = None) -> int:
         """The schedule entry used at `epoch` (default: the current one)."""
         epoch = self.epoch if epoch is None else epoch
-        return 0 if self._sampler is None else self._sampler.entry_index(epoch)
+        return 0 if self.schedule is None else stretch_index(epoch, len(self.probs), self.epochs or len(self.probs))
 
     def entry(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(probs (30,), mags (30,)) of the current (or given) epoch; a schedule only."""
@@ -181,14 +211,16 @@ class SchedulePolicy:
         return draw_pba(probs, mags, rng)
 
     def _generator(self) -> np.random.Generator:
-        """This process's (and DataLoader worker's) own generator, made on first use in it."""
-        info = _worker_info()
-        owner = (os.getpid(), info)
+        """This process's (and DataLoader worker's) own generator, made on first use in it. With a seed, made afresh
+        at each epoch from (seed, worker id, epoch) alone: the draws of a worker depend on nothing else (not on
+        torch's seed, nor on what earlier epochs drew); without one, from fresh entropy, once per process."""
+        worker = _worker_id()
+        owner = (os.getpid(), worker) if self.seed is None else (os.getpid(), worker, self.epoch)
         if self._rng is None or self._rng_owner != owner:
             if self.seed is None:
                 self._rng = np.random.default_rng()
             else:
-                self._rng = np.random.default_rng([self.seed, *(() if info is None else (1, *info))])
+                self._rng = np.random.default_rng(_seed_words(self.seed, worker, self.epoch))
             self._rng_owner = owner
         return self._rng
 
@@ -229,7 +261,7 @@ class SchedulePolicy:
         device = torch.device(device)
         generator = generator if generator is not None else self._torch_generator(device)
         if self.subpolicies is None:
-            entry = self._sampler.sample(batch, self.epoch, device)  # reads the device's static entry buffer
+            entry = self._schedule_sampler().sample(batch, self.epoch, device)  # the device's static entry buffer
             self._devices.add(device)
             return sample_policy(entry.probs, entry.mags, generator)
         if device not in self._on:
@@ -252,12 +284,18 @@ class SchedulePolicy:
         return PolicyDraw(ops, ops, torch.where(applied, mags, 0.0), applied.sum(1))
 
     def _torch_generator(self, device: torch.device) -> torch.Generator:
+        """This process's (and worker's) generator on `device` for `batch`, made once there (a CUDA graph captured
+        around `batch` holds it): seeded from (seed, worker id) alone, or from fresh entropy without a seed."""
+        worker = _worker_id()
+        if self._generators_owner != (os.getpid(), worker):  # a forked process (a worker) makes its own
+            self._generators, self._generators_owner = {}, (os.getpid(), worker)
         if device not in self._generators:
             g = torch.Generator(device=device)
             if self.seed is None:
                 g.seed()
             else:
-                g.manual_seed(self.seed % 2**63)
+                words = np.random.SeedSequence(_seed_words(self.seed, worker)).generate_state(2, np.uint32)
+                g.manual_seed((int(words[0]) << 31 | int(words[1])) % 2**63)
             self._generators[device] = g
         return self._generators[device]
 
@@ -280,11 +318,15 @@ class SchedulePolicy:
 
     # ------------------------------------------------------------------------------------------ pickling
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state.update(_rng=None, _rng_owner=None, _on={}, _generators={}, _devices=set(),  # every process makes its
-                     _sampler=None if self._sampler is None else ScheduleSampler(self.schedule,  # own
-                                                                                 self._sampler.epochs))
-        return state
+        """The schedule (numpy), the settings and the shared epoch; no tensors (spawn and forkserver hand tensors to
+        a new process through file descriptors that close before the worker starts) and no generators: every
+        process makes its own (`_fresh`)."""
+        keep = ("name", "seed", "subpolicies", "probs", "mags", "schedule", "epochs", "_epoch")
+        return {k: self.__dict__[k] for k in keep}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._fresh()
 
     def __repr__(self) -> str:
         over = f" over {self.epochs} epochs" if self.epochs else ""
@@ -293,8 +335,13 @@ class SchedulePolicy:
         return f"SchedulePolicy({self.name!r}, {what}, epoch {self.epoch})"
 
 
-def _worker_info() -> tuple[int, int] | None:
-    """(worker id, worker seed) inside a torch DataLoader worker, else None."""
+def _worker_id() -> int | None:
+    """The torch DataLoader worker's id inside a worker, else None (the main process)."""
     info = torch.utils.data.get_worker_info()
-    return None if info is None else (int(info.id), int(info.seed) % 2**63)
+    return None if info is None else int(info.id)
+
+
+def _seed_words(seed: int, worker: int | None, *more: int) -> list[int]:
+    """The entropy of a seeded generator: the seed, then 0 (main process) or 1 and the worker id, then `more`."""
+    return [int(seed) % 2**64, *((0,) if worker is None else (1, worker)), *more]
 
