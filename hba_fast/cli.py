@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import os
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 from . import __version__
 from .augment.arms import AUGMENT_HELP
 from .config import load_config
-from .errors import UserError
+from .errors import StopRequested, UserError
 
 
 def epilog() -> str:
@@ -93,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             from .train import train
 
             train(_train_folder(cfg, args.schedule, args.augment), schedule=args.schedule, augment=args.augment)
+    except StopRequested as e:  # a stop signal: the checkpoint holds the position (hba_fast/run/stop.py)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"hba-fast: {_one_line(e)}; continue with the same command: {_same_command(argv)}", file=sys.stderr,
+                  flush=True)
+        return 128 + e.signum
     except UserError as e:
         print(f"hba-fast: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -105,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         print("hba-fast: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
     return 0
+
+
+def _same_command(argv: list[str] | None) -> str:
+    """The command line of this process, to run again (under torchrun: the worker's arguments after torchrun's)."""
+    args = shlex.join(sys.argv[1:] if argv is None else argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"torchrun ... -m hba_fast.cli {args} (the same torchrun command)"
+    return f"hba-fast {args}"
 
 
 def _disk_error(args, cfg, e: OSError) -> str:

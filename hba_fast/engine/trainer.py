@@ -51,9 +51,10 @@ from torch import nn
 
 from ..data.base import Batch, Pipeline
 from ..data.round_feed import round_feed
-from ..errors import CheckpointError, NonFiniteLossError, RunFolderError, UserError
+from ..errors import CheckpointError, NonFiniteLossError, RunFolderError, StopRequested, UserError
 from ..run.checkpoint import load_checkpoint, save_checkpoint, unusable
 from ..run.session import Run
+from ..run.stop import StopAgreement, signal_name
 from .graphs import RoundRunner, compile_model, enable_cudnn_benchmark, use_graphs
 from .hyperparams import Hyperparams, NoHyperparams
 from .nonfinite import nonfinite_message
@@ -165,6 +166,7 @@ class Trainer:
         # hyper step after s weight steps, so the order of the codes is the order of the steps (rank minimum)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=dev)
         self._set_counters()  # `_start_epoch` sets them again; here so that a fresh trainer's steps have their rate
+        self._stop = StopAgreement(self.world)  # a stop signal, agreed by every rank at round boundaries
         graphs = use_graphs(train_cfg.graphs, dev, self.log.info)
         self.feed = round_feed(pipeline, train_cfg.t_train, train_cfg.t_val, dev,
                                capture_ready=graphs or train_cfg.graphs == "on")
@@ -244,10 +246,14 @@ class Trainer:
             self.log.info(f"all {self.cfg.epochs} epochs are done; nothing left to train")
         while self.epoch < self.cfg.epochs:
             self._start_epoch()
-            bar = self.log.progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+            end = (self.epoch + 1) * self.steps_per_epoch  # the step this epoch ends at (a resume may start inside)
+            bar = self.log.progress(end - self.step, f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                                     after=(self.cfg.epochs - self.epoch - 1) * self.steps_per_epoch)
-            t0, seen, end = time.perf_counter(), 0, self.step + self.steps_per_epoch
+            t0, seen = time.perf_counter(), 0
             for n_weight, n_hyper in self.rounds_of_epoch():
+                signum = self._stop.poll()  # on the host: no device read (run/stop.py)
+                if signum:
+                    self._stop_here(signum)
                 self.run_round(n_weight, n_hyper)
                 seen += n_weight * self.pipeline.batch_size * self.world
                 if self.step % self.cfg.log_every < n_weight or self.step == end:  # crossed a multiple of log_every
@@ -257,12 +263,13 @@ class Trainer:
                 bar.update(n_weight)
             bar.close()
             self._end_epoch(seen / max(time.perf_counter() - t0, 1e-9))
+        self._stop.finish()
 
     def rounds_of_epoch(self):
-        """(weight steps, hyper steps) of each round of this epoch: a hyper step after every t_train-th weight step
-        of the run, so an epoch may start with the rest of a round and end with the start of one; none in the
+        """(weight steps, hyper steps) of each round left in this epoch: a hyper step after every t_train-th weight
+        step of the run, so an epoch may start with the rest of a round and end with the start of one; none in the
         first train.hyper_warmup_epochs epochs."""
-        step, end = self.step, self.step + self.steps_per_epoch
+        step, end = self.step, (self.epoch + 1) * self.steps_per_epoch
         t_val = self.cfg.t_val if self.epoch >= self.cfg.hyper_warmup_epochs else 0
         while step < end:
             n_weight = min(self.cfg.t_train - step % self.cfg.t_train, end - step)
@@ -282,21 +289,46 @@ class Trainer:
         self.feed.start_epoch(self.epoch)
 
     def _set_counters(self) -> None:
-        """The device step counters from `self.step`, and the rate of each of the next steps_per_epoch steps."""
-        first, spe = self.step, self.steps_per_epoch
+        """The device step counters from `self.step` (a resumed run may stand inside the epoch), and the rate of each
+        step of this epoch."""
+        spe = self.steps_per_epoch
+        first = self.epoch * spe
         rates = [self.optim_cfg.lr * lr_factor(self.optim_cfg, (first + i) / spe, self.cfg.epochs) for i in range(spe)]
         host = torch.tensor(rates, dtype=torch.float64)  # (steps_per_epoch,)
         self._lr_table.copy_(host.pin_memory() if self.device.type == "cuda" else host, non_blocking=True)
-        self._pos.zero_()
+        self._pos.fill_(self.step - first)
         self._step.fill_(self.step)
 
-    def _log_interval(self, images_per_s: float) -> None:
+    def _stop_here(self, signum: int) -> None:
+        """A stop signal (run/stop.py), agreed by every rank before this round: check the losses of the steps since
+        the last log line (a checkpoint never holds NaN weights), write the checkpoint of this position (the data
+        order, the RNG states, the step counters, lambda and Adam, the epoch's partial meters and sum of lambda), and
+        raise StopRequested."""
+        self._stop.finish()
+        name, path = signal_name(signum), self.log.dir / "checkpoint.pt"
+        self.log.info(f"{name}: stopping before step {self.step + 1}; writing the checkpoint (a second signal exits "
+                      f"at once)")
+        first_bad = int(self._agreed_first_bad().item())
+        if first_bad >= 0:
+            raise NonFiniteLossError(self._nonfinite(self._bad_step(first_bad), first_step=first_bad == 1))
+        self.save(path)
+        spe, done = self.steps_per_epoch, self.step - self.epoch * self.steps_per_epoch
+        where = (f"after epoch {self.epoch}/{self.cfg.epochs}" if done == 0 else
+                 f"in epoch {self.epoch + 1}/{self.cfg.epochs}, {done} of its {spe} steps done")
+        raise StopRequested(signum, f"stopped by {name} at step {self.step} ({where}); {path} holds this position")
+
+    def _agreed_first_bad(self) -> torch.Tensor:
+        """The code of the first non-finite loss on any rank (-1: none), on the device (see `_first_bad`)."""
         first_bad = self._first_bad
         if self.world > 1:  # a NaN on one rank stops every rank (else the others hang, or checkpoint NaN weights)
             none = torch.iinfo(torch.long).max
             first_bad = torch.where(first_bad < 0, none, first_bad)
             torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MIN)
             first_bad = torch.where(first_bad == none, -1, first_bad)
+        return first_bad
+
+    def _log_interval(self, images_per_s: float) -> None:
+        first_bad = self._agreed_first_bad()
         # the one device read of the interval (float64 holds the step codes exactly)
         values = torch.cat([first_bad.double().view(1), self.lr.double().view(1),
                             self._train_loss.take().double(), self._val_loss.take().double()])
@@ -380,9 +412,16 @@ class Trainer:
         if self.world > 1:
             ranks = [None] * self.world
             torch.distributed.all_gather_object(ranks, self._rank_state())
+        meters = {name: torch.stack([m.total, m.count]).cpu() for name, m in self._meters().items()}  # (2,) each
         return {"format": CHECKPOINT_FORMAT, "device": self.device.type, "epoch": self.epoch, "step": self.step,
-                "model": self.model.state_dict(), "opt_phi": self.opt_phi.state_dict(),
-                "hyper": self.hyper.state_dict(), "ranks": ranks, "log": self.log.state_dict()}
+                "steps_per_epoch": self.steps_per_epoch, "model": self.model.state_dict(),
+                "opt_phi": self.opt_phi.state_dict(), "hyper": self.hyper.state_dict(), "meters": meters,
+                "ranks": ranks, "log": self.log.state_dict()}
+
+    def _meters(self) -> dict[str, Meter]:
+        """The loss sums since the last log line: a checkpoint inside an epoch keeps them, so the resumed run's next
+        metrics row is the uninterrupted run's (a checkpoint at a log line holds zeros)."""
+        return {"train_loss": self._train_loss, "val_loss": self._val_loss}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -406,6 +445,13 @@ class Trainer:
                                  f"train.epochs={self.cfg.epochs}: a run can be extended, not cut back; set "
                                  f"train.epochs={state['epoch']} or more, or start a new run with "
                                  f"--set run.out_dir=...")
+        inside = state["step"] - state["epoch"] * self.steps_per_epoch  # steps done in the checkpoint's epoch
+        if state.get("steps_per_epoch", self.steps_per_epoch) != self.steps_per_epoch or not 0 <= inside < \
+                self.steps_per_epoch:
+            raise CheckpointError(f"the checkpoint stands at step {state['step']} after {state['epoch']} epoch(s) of "
+                                  f"{state.get('steps_per_epoch', '?')} steps, but an epoch of this run has "
+                                  f"{self.steps_per_epoch}: resume it with the data and train settings it was "
+                                  f"made with, or start afresh in another folder (--set run.out_dir=...)")
         self.epoch, self.step = state["epoch"], state["step"]
         self.model.load_state_dict(state["model"])
         self.opt_phi.load_state_dict(state["opt_phi"])
@@ -413,6 +459,10 @@ class Trainer:
             group["lr"] = self.lr
         self.hyper.load_state_dict(state["hyper"])
         self.rounds.reset()  # the optimisers' state tensors are new objects: capture the round again
+        for name, meter in self._meters().items():  # checkpoints without meters were written at log lines: zeros
+            total, count = state.get("meters", {}).get(name, torch.zeros(2)).tolist()
+            meter.total.fill_(total)
+            meter.count.fill_(count)
         own = ranks[torch.distributed.get_rank() if self.world > 1 else 0]
         self.pipeline.load_state_dict(own["pipeline"])
         torch.set_rng_state(own["rng"]["cpu"].cpu())  # RNG states must be CPU byte tensors
@@ -439,6 +489,9 @@ class Trainer:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise unusable(path, f"it does not fit this run ({type(e).__name__}: {first})") from None
         self._saved_epoch = self.epoch
-        self.log.info(f"resumed from {path} after epoch {self.epoch}/{self.cfg.epochs} (step {self.step})")
+        inside = self.step - self.epoch * self.steps_per_epoch
+        where = f"after epoch {self.epoch}/{self.cfg.epochs}" if not inside else \
+            f"in epoch {self.epoch + 1}/{self.cfg.epochs} after {inside} of its {self.steps_per_epoch} steps"
+        self.log.info(f"resumed from {path} {where} (step {self.step})")
         self.run.folder.resumed(self.epoch, self.cfg.epochs)
         return True

@@ -28,10 +28,11 @@ from pathlib import Path
 import yaml
 
 from .. import atomic
-from ..errors import RunFolderError
+from ..errors import RunFolderError, StopRequested
+from .lock import LOCK_NAME
 from .log import RunLog
 
-RUN_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "log.txt")  # what a start writes
+RUN_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "log.txt", LOCK_NAME)  # what a start writes
 OUTPUTS = ("schedule.json", "schedule.png", "model.pt", "result.json")  # what a finished run writes
 
 
@@ -140,8 +141,12 @@ class RunFolder:
                 with contextlib.suppress(OSError):
                     self.dir.rmdir()  # only when empty
             return
-        what = "interrupted" if isinstance(error, KeyboardInterrupt) else \
-            f"stopped: {type(error).__name__}: {' '.join(str(error).split())}"
+        if isinstance(error, StopRequested):
+            what = str(error)
+        elif isinstance(error, KeyboardInterrupt):
+            what = "interrupted"
+        else:
+            what = f"stopped: {type(error).__name__}: {' '.join(str(error).split())}"
         self.log.note(what)
 
     def set_aside_outputs(self, epochs: int | None, done: int | None) -> Path | None:

@@ -23,7 +23,9 @@ from ..errors import DeviceError
 from .distributed import Dist, broadcast_parameters, setup_distributed, teardown
 from .environment import environment
 from .folder import RUN_FILES, RunFolder, check_run_folder, run_kind
+from .lock import LOCK_NAME, hold_run_folder
 from .log import RunLog
+from .stop import SIGNALS
 
 
 @dataclass(frozen=True)
@@ -121,12 +123,19 @@ def start_run(cfg, extra_info: dict | None = None) -> Iterator[Run]:
     (folder.py). `cfg` is a `hba_fast.config.Config`; `extra_info` goes into config.yaml beside it."""
     dist = setup_distributed()
     out = Path(cfg.run.out_dir)
-    dir_existed = out.exists()
-    existed = {name for name in RUN_FILES if (out / name).exists()}
+    dir_existed, lock_existed = out.exists(), (out / LOCK_NAME).exists()
+    try:  # one process per run folder: a second one stops here, touching nothing
+        lock, lock_note = hold_run_folder(out, dist)
+    except BaseException:
+        teardown(dist)
+        raise
+    existed = {name for name in RUN_FILES if (out / name).exists()} - ({LOCK_NAME} if not lock_existed else set())
     log = RunLog(out, is_main=dist.is_main, progress=cfg.run.progress)
     folder = RunFolder(log)
     try:
-        with log.forward_logging():
+        with log.forward_logging(), SIGNALS.installed():
+            if lock_note:
+                log.info(f"warning: {lock_note}")
             device = pick_device(cfg.train, dist, log.info)
             set_cpu_threads(cfg.run.num_threads, device, log.info)
             check_gpu_options(cfg, device, log.info)
@@ -157,6 +166,7 @@ def start_run(cfg, extra_info: dict | None = None) -> Iterator[Run]:
         raise
     finally:
         log.close_sinks()
+        lock.release()
         teardown(dist)
 
 
