@@ -3,12 +3,13 @@
     build_external("torchvision:resnet18", num_classes=10, checkpoint=None) -> the library's nn.Module
     is_external(name) -> bool
 
-`load_checkpoint_weights` serves the built-in models too (registry.build_model). Any name the library registers (`torchvision.models.list_models()`, `timm.list_models()`), built with the
+Any name the library registers (`torchvision.models.list_models()`, `timm.list_models()`), built with the
 dataset's number of classes and no pretrained weights: nothing is downloaded. `checkpoint` (`model.checkpoint`)
-is a local file of weights to start from: a state dict, or a dict holding one under "state_dict" / "model";
+is a local file of weights to start from: a state dict, or a dict holding one under "state_dict" / "model", read
+with torch.load(weights_only=True) (nothing in it runs; a file that would run code is refused with one line);
 tensors whose shape does not fit (a classifier trained for another number of classes) are left at their fresh
 initialisation and reported. `hba_fast.hyperize` then turns the model into the search's hypernetwork
-(`registry.build_model` does both).
+(`registry.build_model` does both). `load_checkpoint_weights` serves the built-in models too (registry.build_model).
 """
 from __future__ import annotations
 
