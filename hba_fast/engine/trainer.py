@@ -398,12 +398,17 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- state
     def _rank_state(self) -> dict:
-        """This process's own randomness and data position (they differ between ranks)."""
-        return {
+        """This process's own randomness and data position (they differ between ranks), and with several processes
+        its batch-norm running statistics: averaged over the ranks at each epoch's end only, so inside an epoch each
+        rank has its own."""
+        state = {
             "pipeline": self.pipeline.state_dict(),
             "rng": {"cpu": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
         }
+        if self.world > 1:
+            state["buffers"] = {k: b.detach().cpu() for k, b in self.model.named_buffers() if b.is_floating_point()}
+        return state
 
     def state_dict(self) -> dict:
         """The whole run; `ranks` holds every rank's `_rank_state` (a collective: with several processes, every
@@ -464,6 +469,11 @@ class Trainer:
             meter.total.fill_(total)
             meter.count.fill_(count)
         own = ranks[torch.distributed.get_rank() if self.world > 1 else 0]
+        if own.get("buffers"):  # this rank's running statistics (the model's state holds rank 0's)
+            buffers = dict(self.model.named_buffers())
+            with torch.no_grad():
+                for k, v in own["buffers"].items():
+                    buffers[k].copy_(v)
         self.pipeline.load_state_dict(own["pipeline"])
         torch.set_rng_state(own["rng"]["cpu"].cpu())  # RNG states must be CPU byte tensors
         if own["rng"]["cuda"] is not None and self.device.type == "cuda":
