@@ -1,6 +1,9 @@
 """Command line: `hba-fast search [CONFIG]`, `train CONFIG --schedule F | --augment A`, `compare CONFIG --arms
 A,B,schedule:F --seeds N`, `export`, `plot` (--help).
 
+A stop signal (SIGTERM, SIGINT, SIGUSR1: hba_fast/run/stop.py) ends a run after its checkpoint with one line on
+stderr (what stopped it, the step, the command that continues) and exit code 128 + the signal's number.
+
 With no CONFIG, `search` runs the demo (configs/demo.yaml) on the generated shapes10 dataset. Errors a user
 can fix (config, data, schedule, device, checkpoint, NaN loss, a full disk) are printed as one clear line, exit
 code 2. `hba-fast train` writes into a folder of its own inside run.out_dir (train-schedule, train-baseline,
@@ -30,8 +33,11 @@ def epilog() -> str:
 
     free = ", ".join(f"{section}.{key}" for section, key in sorted(free_on_resume_fields()) if key != "epochs")
     resume = textwrap.fill(
-        "resume: a run stopped at any moment (Ctrl-C, a kill, a crash) continues from its last checkpoint (written at "
-        "the end of every epoch) when the same command is run again, and ends where an uninterrupted run would. To "
+        "stop and resume: SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 (SLURM's --signal=USR1@120) finish the current round, "
+        "write a checkpoint of the position inside the epoch and exit with 128 + the signal's number; a second signal "
+        "exits at once. A run stopped at any moment (a signal, a kill, a crash) continues from its last checkpoint "
+        "(written at such a stop and at the end of every train.checkpoint_every-th epoch) when the same command is run "
+        "again, and ends where an uninterrupted run would. One process per run folder (an OS lock). To "
         "extend a finished run, run it again with a larger --set train.epochs=N (its earlier outputs move to "
         f"after-E-epochs/). Switches of how it runs may change too (run.*, {free}); any other changed setting is "
         "refused: start a new run with --set run.out_dir=DIR. run.resume=false refuses to touch a folder that holds "

@@ -24,6 +24,11 @@ img/s its training throughput; neither counts the test evaluation.
 
 Several processes (torchrun, as `hba-fast search`): the process group is joined once here, and every pair runs
 on all ranks in turn (each pair's run finds the group there and leaves it).
+
+Several `hba-fast compare --only-seed K` processes may share one compare folder: each pair's run locks its own folder
+(hba_fast/run/lock.py: a pair another process is running stops this one with one line), the compare folder is locked
+only while the table is written. A stop signal (SIGTERM, SIGINT, SIGUSR1) stops the pair in training with its
+checkpoint (hba_fast/run/stop.py) and starts no other; the same command continues there.
 """
 from __future__ import annotations
 

@@ -19,10 +19,17 @@ Clean batches (val/test) are only standardised (JPEG files: resize the shorter s
 crop). The training pipeline is built once (graph construction with 22 conditionals takes seconds) and streams
 across epochs; data order and policy draws are seeded per (seed, rank, epoch, step), so a run resumed from
 `state_dict()` gets the same images and, given the same probs/mags, the same draws for in-memory data (DALI's own
-crop/flip/Cutout randomness restarts from the pipeline seed). The lambda_i themselves come from the sampler,
-which DALI calls up to the prefetch depth ahead of the trainer, so a checkpointed sampler RNG is a few batches
-ahead: after a resume the lambda_i are fresh draws, not the uninterrupted run's. The file reader shuffles
-internally and, resumed mid-epoch, drops the steps already done.
+crop/flip/Cutout randomness restarts from the pipeline seed).
+
+Exact resume, also inside an epoch (`state_dict`): the training stream is built with DALI's checkpointing on, and
+the state holds DALI's own checkpoint of it (`Pipeline.checkpoint()`: its random operators' states and the file
+reader's position, as of the last batch handed out; external sources are ours to position) and the policy draws
+made ahead of the trainer: DALI calls the draw source up to its prefetch depth early, so the sampler's state is
+already past them, and those draws (with the lambda_i current when they were made) are handed out first by the
+rebuilt stream (`_PolicySource`). A stream rebuilt so gives the batches the uninterrupted one would have given, bit
+for bit (tests/test_stop.py). A state without DALI's checkpoint (older ones) rebuilds from the seed: same data order
+and policy draws for in-memory data, fresh DALI randomness; the file reader then drops the steps already done. The
+JPEG validation stream skips the batches it had handed out.
 """
 from __future__ import annotations
 

@@ -35,8 +35,16 @@ and loading one rebuilds the graph.
 
 Several processes (torchrun): gradients of phi and lambda are averaged across ranks after each backward, so phi
 and lambda stay identical everywhere; batch-norm running statistics are averaged at the end of each epoch. Each
-rank's own randomness and data position (pipeline with its sampler, RNG) are gathered into the checkpoint, which rank 0
-alone writes, and every rank resumes from its own entry.
+rank's own randomness and data position (pipeline with its sampler, RNG; inside an epoch also its BN running
+statistics) are gathered into the checkpoint, which rank 0 alone writes, and every rank resumes from its own entry.
+
+Stop (hba_fast/run/stop.py): SIGTERM, SIGINT and SIGUSR1 are seen before each round, on the host (`StopAgreement
+.poll`: the signal handler's flag with one process; with several, an asynchronous gloo all_reduce of it answered one
+round later, so every rank stops before the same round and the round stays sync-free). The stop checks the losses
+since the last log line, writes the checkpoint of this position (`step` may then lie inside epoch `epoch + 1`, with
+the epoch's loss meters and lambda sum) and raises `StopRequested`. A resume inside an epoch continues its rounds
+from that step (`_set_counters`, the pipeline's own position): the run ends bit for bit where an uninterrupted one
+ends.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@
                       {time, host, device, git sha, from_epoch, changed} to its "resumes" list. A resume never
                       rewrites what the first start recorded.
     metrics.jsonl, log.txt   the run log's (hba_fast/run/log.py)
+    .hba-fast.lock    the OS lock of the process that runs in the folder (hba_fast/run/lock.py)
 
 `check_run_folder` never lets a run overwrite an earlier one silently: it resumes it with the same settings, or asks
 for another folder. Outputs of a finished run (schedule.json, schedule.png, model.pt, result.json) describe a run of

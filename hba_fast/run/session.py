@@ -1,6 +1,8 @@
 """What every run does around its data flow: processes, run folder, device, seeds, model placement.
 
-`start_run(cfg)` joins the process group (torchrun) or not, opens the run folder (refusing to overwrite an
+`start_run(cfg)` joins the process group (torchrun) or not, locks the run folder (one process per folder: a second
+one stops before touching anything, hba_fast/run/lock.py), handles the stop signals while the run lasts
+(hba_fast/run/stop.py), opens the run folder (refusing to overwrite an
 earlier run unless it resumes it; removing temporary files of killed writes), picks the device and the CPU
 threads, records config and environment (folder.py: afresh, or as a resume), adds the metrics sinks the config
 asks for (TensorBoard), and seeds torch; a start that fails before training begins removes what it wrote;
