@@ -91,7 +91,6 @@ def install_signal(spec: str, again: str | None) -> None:
     import time
 
     from hba_fast.engine.trainer import Trainer
-    from hba_fast.run.stop import REPEAT_WINDOW_S
 
     sig, k, *rank = spec.split(":")
     signum, k = getattr(signal, "SIG" + sig), int(k)
@@ -108,6 +107,8 @@ def install_signal(spec: str, again: str | None) -> None:
     Trainer.run_round = counted
     if not again:
         return
+    from hba_fast.run.stop import REPEAT_WINDOW_S
+
     sig2, name = again.split(":")
     real_open, real_write = os.open, os.write
     doomed: set[int] = set()

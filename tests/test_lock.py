@@ -17,7 +17,8 @@ import pytest
 
 from hba_fast.cli import main
 from hba_fast.errors import RunFolderError
-from hba_fast.run.lock import LOCK_NAME, RunLock
+
+LOCK_NAME = ".hba-fast.lock"  # hba_fast.run.lock.LOCK_NAME (test_lock_in_process checks they agree)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.name=wrn-16-2", "data.num_train=64", "data.num_val=32", "data.num_test=32", "data.batch_size=16",
@@ -101,6 +102,10 @@ def test_two_searches_on_one_folder(tmp_path):
 def test_lock_in_process(tmp_path):
     """The same process's second RunLock is refused too (flock locks belong to the open file); release frees it;
     a lock file unlinked under a holder is not taken over through a stale descriptor."""
+    from hba_fast.run import lock
+
+    RunLock = lock.RunLock
+    assert lock.LOCK_NAME == LOCK_NAME
     a = RunLock(tmp_path / "f")
     assert a.acquire() is None
     with pytest.raises(RunFolderError, match=f"pid {os.getpid()} on host"):

@@ -24,7 +24,6 @@ from hba_fast.cli import main
 from hba_fast.config import load_config
 from hba_fast.data.datasets import load_splits
 from hba_fast.errors import ConfigError, DataError
-from hba_fast.safe_load import RefusedContent, load_cifar_pickle
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.name=wrn-16-2", "data.num_train=64", "data.num_val=32", "data.num_test=32", "data.batch_size=16",
@@ -166,6 +165,8 @@ def test_cifar100_pickle_with_a_payload_is_refused(tmp_path, marker):
 
 
 def test_object_arrays_in_a_cifar_pickle_are_refused(tmp_path):
+    from hba_fast.safe_load import RefusedContent, load_cifar_pickle
+
     arr = np.array([b"x", 1], dtype=object)
     with pytest.raises(RefusedContent, match="array of Python objects"):
         load_cifar_pickle(pickle.dumps({b"data": arr}, protocol=2))
@@ -174,6 +175,8 @@ def test_object_arrays_in_a_cifar_pickle_are_refused(tmp_path):
 def test_real_cifar10_batches_load_through_the_allow_list():
     """The rebuilt batches (numpy 2's module name) and the original files' form (numpy 1's: the same pickle with
     numpy.core.multiarray) give the arrays plain pickle gives."""
+    from hba_fast.safe_load import load_cifar_pickle
+
     folder = Path("/work/data/cifar10/cifar-10-batches-py")
     if not folder.exists():
         pytest.skip(f"{folder} (real CIFAR-10 batches) is not on this machine")

@@ -277,3 +277,13 @@ def test_torchrun_every_rank_stops_at_the_same_round(tmp_path):
     again = launch(tmp_path / "run")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     same_run(tmp_path / "ref", tmp_path / "run")
+
+
+def test_a_nan_after_a_mid_epoch_resume_names_where_the_checkpoint_stands():
+    from hba_fast.config import OptimConfig
+    from hba_fast.engine.nonfinite import nonfinite_message
+
+    kw = dict(searched=True, amp=False, checkpoint=Path("c"), checkpoint_every=10, epochs=3)
+    assert "Its last checkpoint (step 3 of epoch 2)" in nonfinite_message("x", OptimConfig(), saved_epoch=1,
+                                                                         saved_inside=3, **kw)
+    assert "Its last checkpoint (end of epoch 1)" in nonfinite_message("x", OptimConfig(), saved_epoch=1, **kw)

@@ -169,6 +169,7 @@ class Trainer:
         self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False)
         self.epoch, self.step = 0, 0  # epochs and weight steps done
         self._saved_epoch: int | None = None  # epoch of the last checkpoint written or resumed from
+        self._saved_inside = 0  # its steps into the next epoch (a stop's checkpoint; 0: at the epoch's end)
         self._train_loss, self._val_loss = Meter(dev), Meter(dev)
         # the first non-finite loss, -1 while none: 2 s + 1 for the weight step of run index s (0-based), 2 s for a
         # hyper step after s weight steps, so the order of the codes is the order of the steps (rank minimum)
@@ -401,6 +402,7 @@ class Trainer:
     def _nonfinite(self, where: str, first_step: bool = False) -> str:
         return nonfinite_message(where, self.optim_cfg, searched=self.hyper.lam is not None, amp=self.amp,
                                  checkpoint=self.log.dir / "checkpoint.pt", saved_epoch=self._saved_epoch,
+                                 saved_inside=self._saved_inside,
                                  checkpoint_every=self.cfg.checkpoint_every, epochs=self.cfg.epochs,
                                  aside=self.run.folder.aside, first_step=first_step)
 
@@ -492,7 +494,7 @@ class Trainer:
         state = self.state_dict()  # on every rank: it gathers each rank's own state
         if self.log.is_main:
             save_checkpoint(path, state)
-        self._saved_epoch = self.epoch
+        self._saved_epoch, self._saved_inside = self.epoch, self.step - self.epoch * self.steps_per_epoch
 
     def resume(self, path) -> bool:
         """Load `path` when it exists; True when the run continues from it."""
@@ -506,7 +508,7 @@ class Trainer:
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # another model, a damaged state
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise unusable(path, f"it does not fit this run ({type(e).__name__}: {first})") from None
-        self._saved_epoch = self.epoch
+        self._saved_epoch, self._saved_inside = self.epoch, self.step - self.epoch * self.steps_per_epoch
         inside = self.step - self.epoch * self.steps_per_epoch
         where = f"after epoch {self.epoch}/{self.cfg.epochs}" if not inside else \
             f"in epoch {self.epoch + 1}/{self.cfg.epochs} after {inside} of its {self.steps_per_epoch} steps"
