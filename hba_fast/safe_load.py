@@ -11,9 +11,10 @@ or dataset copy could run someone else's code in ours. Every pickle-based file i
         `load_cifar_pickle(file)`: an Unpickler whose `find_class` knows only what the real files hold: numpy's
         ndarray, dtype and _reconstruct (under numpy 1's module name `numpy.core.multiarray` and numpy 2's
         `numpy._core.multiarray`: the original files were written by Python 2 with numpy 1, rebuilt copies by numpy
-        2), and `_codecs.encode` with the latin-1 codec, which is how Python 3 writes bytes (the keys b"data") at the
-        protocols 0-2 the CIFAR files use. Everything else (any other global, a persistent id, an object array) is
-        `RefusedContent`, naming what was refused; nothing is imported or called for it.
+        2), and `_codecs.encode` with the latin-1 codec and `bytes()` without arguments, which is how Python 3 writes
+        bytes (the keys b"data"; b"" for an empty array) at the protocols 0-2 the CIFAR files use. Everything else
+        (any other global, a persistent id, an object array) is `RefusedContent`, naming what was refused; nothing
+        is imported or called for it.
     .npz files: numpy with allow_pickle=False (object arrays refused by numpy); SVHN .mat files: scipy.io.loadmat,
         which builds no Python objects from the file but may return object arrays (MATLAB cells, structs): the
         reader refuses those (`object_arrays`).
@@ -36,12 +37,18 @@ class RefusedContent(pickle.UnpicklingError):
 
 
 def torch_refusal(error: Exception) -> str | None:
-    """What torch.load(weights_only=True) refused to build ("a reference to posix.system"), when that was the error."""
+    """What torch.load(weights_only=True) refused to build ("a reference to posix.system"), when that was the error;
+    None for any other failure (a damaged file: torch's safe unpickler also stops at opcodes it does not know)."""
     text = str(error)
     if "Weights only load failed" not in text:
         return None
-    match = re.search(r"GLOBAL ([\w.]+)", text)
-    return f"a reference to {match.group(1).rstrip('.')}" if match else "an object that is not plain data"
+    for pattern, what in ((r"GLOBAL ([\w.]+)", "a reference to {}"),
+                          (r"reduce for unrecognized function (\S+)", "a call of {}"),
+                          (r"Can only (?:build|create new object for) [^\n]*?but got (\S+)", "an object of {}")):
+        match = re.search(pattern, text)
+        if match:
+            return what.format(match.group(1).rstrip(".").strip("<>'"))
+    return None
 
 
 def _reconstruct():
@@ -62,7 +69,16 @@ def _latin1(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin-1")
 
 
+def _empty_bytes(*args) -> bytes:
+    """bytes(): how Python 3 writes b"" at protocols 0-2 (an empty image array's data: GLOBAL __builtin__ bytes)."""
+    if args:
+        raise RefusedContent(f"bytes{args!r}")
+    return b""
+
+
 _CIFAR_GLOBALS = {
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): _plain_dtype,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct(),

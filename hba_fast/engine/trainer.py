@@ -168,6 +168,7 @@ class Trainer:
         # no autocast weight cache: a captured graph would keep the first round's bf16 copies of the weights
         self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False)
         self.epoch, self.step = 0, 0  # epochs and weight steps done
+        self.epoch_step = 0  # weight steps done in epoch `epoch` (0 but after a stop's checkpoint, inside an epoch)
         self._saved_epoch: int | None = None  # epoch of the last checkpoint written or resumed from
         self._saved_inside = 0  # its steps into the next epoch (a stop's checkpoint; 0: at the epoch's end)
         self._train_loss, self._val_loss = Meter(dev), Meter(dev)
@@ -255,11 +256,11 @@ class Trainer:
             self.log.info(f"all {self.cfg.epochs} epochs are done; nothing left to train")
         while self.epoch < self.cfg.epochs:
             self._start_epoch()
-            end = (self.epoch + 1) * self.steps_per_epoch  # the step this epoch ends at (a resume may start inside)
+            end = self.step + self.steps_per_epoch - self.epoch_step  # this epoch's end (a resume may start inside)
             bar = self.log.progress(end - self.step, f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                                     after=(self.cfg.epochs - self.epoch - 1) * self.steps_per_epoch)
             t0, seen = time.perf_counter(), 0
-            for n_weight, n_hyper in self.rounds_of_epoch():
+            for n_weight, n_hyper in self.rounds_of_epoch(self.epoch_step):
                 signum = self._stop.poll()  # on the host: no device read (run/stop.py)
                 if signum:
                     self._stop_here(signum)
@@ -274,11 +275,11 @@ class Trainer:
             self._end_epoch(seen / max(time.perf_counter() - t0, 1e-9))
         self._stop.finish()
 
-    def rounds_of_epoch(self):
-        """(weight steps, hyper steps) of each round left in this epoch: a hyper step after every t_train-th weight
-        step of the run, so an epoch may start with the rest of a round and end with the start of one; none in the
-        first train.hyper_warmup_epochs epochs."""
-        step, end = self.step, (self.epoch + 1) * self.steps_per_epoch
+    def rounds_of_epoch(self, done: int = 0):
+        """(weight steps, hyper steps) of each round of this epoch, `done` steps of it being done already: a hyper step
+        after every t_train-th weight step of the run, so an epoch may start with the rest of a round and end with the
+        start of one; none in the first train.hyper_warmup_epochs epochs."""
+        step, end = self.step, self.step + self.steps_per_epoch - done
         t_val = self.cfg.t_val if self.epoch >= self.cfg.hyper_warmup_epochs else 0
         while step < end:
             n_weight = min(self.cfg.t_train - step % self.cfg.t_train, end - step)
@@ -290,6 +291,7 @@ class Trainer:
         self.feed.prepare(n_weight, n_hyper)
         self.rounds.run(n_weight, n_hyper)
         self.step += n_weight
+        self.epoch_step += n_weight
 
     def _start_epoch(self) -> None:
         """Outside the round: this epoch's learning rates and device counters, the feed's epoch."""
@@ -301,11 +303,11 @@ class Trainer:
         """The device step counters from `self.step` (a resumed run may stand inside the epoch), and the rate of each
         step of this epoch."""
         spe = self.steps_per_epoch
-        first = self.epoch * spe
+        first = self.step - self.epoch_step
         rates = [self.optim_cfg.lr * lr_factor(self.optim_cfg, (first + i) / spe, self.cfg.epochs) for i in range(spe)]
         host = torch.tensor(rates, dtype=torch.float64)  # (steps_per_epoch,)
         self._lr_table.copy_(host.pin_memory() if self.device.type == "cuda" else host, non_blocking=True)
-        self._pos.fill_(self.step - first)
+        self._pos.fill_(self.epoch_step)
         self._step.fill_(self.step)
 
     def _stop_here(self, signum: int) -> None:
@@ -321,7 +323,7 @@ class Trainer:
         if first_bad >= 0:
             raise NonFiniteLossError(self._nonfinite(self._bad_step(first_bad), first_step=first_bad == 1))
         self.save(path)
-        spe, done = self.steps_per_epoch, self.step - self.epoch * self.steps_per_epoch
+        spe, done = self.steps_per_epoch, self.epoch_step
         where = (f"after epoch {self.epoch}/{self.cfg.epochs}" if done == 0 else
                  f"in epoch {self.epoch + 1}/{self.cfg.epochs}, {done} of its {spe} steps done")
         raise StopRequested(signum, f"stopped by {name} at step {self.step} ({where}); {path} holds this position")
@@ -369,7 +371,7 @@ class Trainer:
         self.log.schedule(self.hyper.schedule)  # the sinks' view of the schedule so far (none for plain training)
         if self.cfg.eval_every and ((self.epoch + 1) % self.cfg.eval_every == 0 or self.epoch + 1 == self.cfg.epochs):
             row.update({f"val_{k}": v for k, v in self.evaluate("val").items()})
-        self.epoch += 1
+        self.epoch, self.epoch_step = self.epoch + 1, 0
         self.log.epoch(row, self.cfg.epochs)
         if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
             self.save(self.log.dir / "checkpoint.pt")
@@ -429,9 +431,9 @@ class Trainer:
             torch.distributed.all_gather_object(ranks, self._rank_state())
         meters = {name: torch.stack([m.total, m.count]).cpu() for name, m in self._meters().items()}  # (2,) each
         return {"format": CHECKPOINT_FORMAT, "device": self.device.type, "epoch": self.epoch, "step": self.step,
-                "steps_per_epoch": self.steps_per_epoch, "model": self.model.state_dict(),
-                "opt_phi": self.opt_phi.state_dict(), "hyper": self.hyper.state_dict(), "meters": meters,
-                "ranks": ranks, "log": self.log.state_dict()}
+                "epoch_step": self.epoch_step, "steps_per_epoch": self.steps_per_epoch,
+                "model": self.model.state_dict(), "opt_phi": self.opt_phi.state_dict(),
+                "hyper": self.hyper.state_dict(), "meters": meters, "ranks": ranks, "log": self.log.state_dict()}
 
     def _meters(self) -> dict[str, Meter]:
         """The loss sums since the last log line: a checkpoint inside an epoch keeps them, so the resumed run's next
@@ -460,14 +462,13 @@ class Trainer:
                                  f"train.epochs={self.cfg.epochs}: a run can be extended, not cut back; set "
                                  f"train.epochs={state['epoch']} or more, or start a new run with "
                                  f"--set run.out_dir=...")
-        inside = state["step"] - state["epoch"] * self.steps_per_epoch  # steps done in the checkpoint's epoch
-        if state.get("steps_per_epoch", self.steps_per_epoch) != self.steps_per_epoch or not 0 <= inside < \
-                self.steps_per_epoch:
-            raise CheckpointError(f"the checkpoint stands at step {state['step']} after {state['epoch']} epoch(s) of "
-                                  f"{state.get('steps_per_epoch', '?')} steps, but an epoch of this run has "
-                                  f"{self.steps_per_epoch}: resume it with the data and train settings it was "
-                                  f"made with, or start afresh in another folder (--set run.out_dir=...)")
-        self.epoch, self.step = state["epoch"], state["step"]
+        inside = int(state.get("epoch_step", 0))  # steps done in epoch `epoch` (older checkpoints: at its start)
+        if inside and (state.get("steps_per_epoch") != self.steps_per_epoch or not 0 < inside < self.steps_per_epoch):
+            raise CheckpointError(f"the checkpoint stands {inside} steps into an epoch of "
+                                  f"{state.get('steps_per_epoch')} steps, but an epoch of this run has "
+                                  f"{self.steps_per_epoch}: resume it with the data and train settings it was made "
+                                  f"with, or start afresh in another folder (--set run.out_dir=...)")
+        self.epoch, self.step, self.epoch_step = state["epoch"], state["step"], inside
         self.model.load_state_dict(state["model"])
         self.opt_phi.load_state_dict(state["opt_phi"])
         for group in self.opt_phi.param_groups:  # the loaded groups hold the saved lr: read ours, set every step
@@ -494,7 +495,7 @@ class Trainer:
         state = self.state_dict()  # on every rank: it gathers each rank's own state
         if self.log.is_main:
             save_checkpoint(path, state)
-        self._saved_epoch, self._saved_inside = self.epoch, self.step - self.epoch * self.steps_per_epoch
+        self._saved_epoch, self._saved_inside = self.epoch, self.epoch_step
 
     def resume(self, path) -> bool:
         """Load `path` when it exists; True when the run continues from it."""
@@ -508,8 +509,8 @@ class Trainer:
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # another model, a damaged state
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise unusable(path, f"it does not fit this run ({type(e).__name__}: {first})") from None
-        self._saved_epoch, self._saved_inside = self.epoch, self.step - self.epoch * self.steps_per_epoch
-        inside = self.step - self.epoch * self.steps_per_epoch
+        self._saved_epoch, self._saved_inside = self.epoch, self.epoch_step
+        inside = self.epoch_step
         where = f"after epoch {self.epoch}/{self.cfg.epochs}" if not inside else \
             f"in epoch {self.epoch + 1}/{self.cfg.epochs} after {inside} of its {self.steps_per_epoch} steps"
         self.log.info(f"resumed from {path} {where} (step {self.step})")

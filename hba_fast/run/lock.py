@@ -70,8 +70,11 @@ class RunLock:
                 break
             os.close(fd)  # a failed start removed the file after we opened it: lock the one at the path now
         self.fd = fd
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        try:  # who holds it, for the message of a second process; the lock itself does not depend on it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        except OSError:  # a full disk: the run's own writes will say so, with the fix
+            pass
         return None
 
     @contextlib.contextmanager

@@ -102,7 +102,7 @@ SIGNALS = StopSignals()  # the process's one set of handlers (signal handlers ar
 class StopAgreement:
     """Every rank's answer to "stop before this round?" at every round boundary (module docstring)."""
 
-    _groups: dict[int, object] = {}  # default process group id -> its gloo group for the flag, made once
+    _groups: dict[int, tuple] = {}  # id of the default process group -> (that group, its gloo group for the flag)
 
     def __init__(self, world: int, signals: StopSignals = SIGNALS):
         self.world, self.signals = world, signals
@@ -113,10 +113,10 @@ class StopAgreement:
     @classmethod
     def _group(cls):
         """A gloo group beside the default one (collective: every rank builds its trainer, so every rank calls it)."""
-        key = id(torch.distributed.distributed_c10d._get_default_group())
-        if key not in cls._groups:
-            cls._groups[key] = torch.distributed.new_group(backend="gloo")
-        return cls._groups[key]
+        default = torch.distributed.distributed_c10d._get_default_group()
+        if id(default) not in cls._groups:  # the default group is kept alive with it: its id is not reused
+            cls._groups[id(default)] = (default, torch.distributed.new_group(backend="gloo"))
+        return cls._groups[id(default)][1]
 
     def poll(self) -> int:
         """The agreed signal number (0: go on): this rank's request with one process; with several, the largest
