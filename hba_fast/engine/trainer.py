@@ -41,7 +41,7 @@ statistics) are gathered into the checkpoint, which rank 0 alone writes, and eve
 Stop (hba_fast/run/stop.py): SIGTERM, SIGINT and SIGUSR1 are seen before each round, on the host (`StopAgreement
 .poll`: the signal handler's flag with one process; with several, an asynchronous gloo all_reduce of it answered one
 round later, so every rank stops before the same round and the round stays sync-free). The stop checks the losses
-since the last log line, writes the checkpoint of this position (`step` may then lie inside epoch `epoch + 1`, with
+since the last log line, writes the checkpoint of this position (`epoch_step` steps into epoch `epoch + 1`, with
 the epoch's loss meters and lambda sum) and raises `StopRequested`. A resume inside an epoch continues its rounds
 from that step (`_set_counters`, the pipeline's own position): the run ends bit for bit where an uninterrupted one
 ends.
