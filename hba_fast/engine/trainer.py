@@ -168,7 +168,7 @@ class Trainer:
         # no autocast weight cache: a captured graph would keep the first round's bf16 copies of the weights
         self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False)
         self.epoch, self.step = 0, 0  # epochs and weight steps done
-        self.epoch_step = 0  # weight steps done in epoch `epoch` (0 but after a stop's checkpoint, inside an epoch)
+        self.epoch_step = 0  # weight steps done in the epoch under way (a stop's checkpoint records it)
         self._saved_epoch: int | None = None  # epoch of the last checkpoint written or resumed from
         self._saved_inside = 0  # its steps into the next epoch (a stop's checkpoint; 0: at the epoch's end)
         self._train_loss, self._val_loss = Meter(dev), Meter(dev)
