@@ -24,7 +24,10 @@
 #   kernels    55  bench_kernels.py on the WRN-40-2 and WRN-28-10 conv / BN shapes (autotuning included)
 #   policy     40  bench_pipeline.py: policy forms (static: Triton eager / in a CUDA graph / torch passes; indexed)
 #                  vs a WRN-40-2 step at batch 128
-#   total     415  (rebuild overlaps tests), then the summary; give the call a timeout of about 480 s.
+#   soak       60  bench/soak.py: a 150-round search (WRN-16-2 b128, CUDA graphs); torch.cuda.max_memory_allocated
+#                  per epoch must not grow after the first two epochs, nor resident memory or open files after round
+#                  100 (the CPU part is also tests/test_soak.py)
+#   total     475  (rebuild overlaps tests), then the summary; give the call a timeout of about 540 s.
 # The headline numbers (round, search) come right after the tests; each stage's limit bounds it, so a slow stage
 # cannot eat a later one's time, only the call's timeout can cut the last stages (kernels, policy).
 # --smoke: shapes10 instead of CIFAR-10 (no rebuild), tiny models and sizes, the same commands otherwise; every
@@ -134,7 +137,12 @@ stage_policy() {
     $SMOKE_FLAG
 }
 
-export -f stage_env stage_rebuild stage_tests data_root stage_round stage_search stage_kernels stage_policy
+stage_soak() {
+  $PYTHON bench/soak.py --rounds 150 --warmup 100 --out "$OUT/results.jsonl" $SMOKE_FLAG >/dev/null
+}
+
+export -f stage_env stage_rebuild stage_tests data_root stage_round stage_search stage_kernels stage_policy \
+  stage_soak
 echo "gpu_suite $([[ $SMOKE == 1 ]] && echo "--smoke ")from $PWD, output in $OUT, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 stage env 10 stage_env
 stage rebuild 60 stage_rebuild &
@@ -145,6 +153,7 @@ stage round 85 stage_round
 stage search 95 stage_search
 stage kernels 55 stage_kernels
 stage policy 40 stage_policy
+stage soak 60 stage_soak
 echo "=== all stages: $((SECONDS - T_START)) s"
 echo
 $PYTHON bench/summarize.py "$OUT" --failed "$(tr '\n' ' ' <"$FAILED_FILE")"

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train_test_gap import clean_error  # noqa: E402
+from train_test_gap import clean_error, load_model_file  # noqa: E402
 
 from hba_fast import atomic  # noqa: E402
 from hba_fast.config import from_dict  # noqa: E402
@@ -40,7 +40,7 @@ def run_row(run: Path, splits_cache: dict) -> dict:
     if key not in splits_cache:
         splits_cache[key] = load_splits(cfg.data)
     splits = splits_cache[key]
-    saved = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    saved = load_model_file(run / "model.pt")
     model = build_model(saved["model"], saved["num_classes"], "none")
     model.load_state_dict(saved["state_dict"])
     env = json.loads((run / "environment.json").read_text()) if (run / "environment.json").exists() else {}

@@ -11,6 +11,11 @@ write into their target rows (`goal(metric)`), so a goal is stated once.
     kernel_fused_over_cudnn     "<net> <mode>"             1.15   fused hyper-conv / one cuDNN conv of 2*Cout outputs
     kernel_bn_over_native       "<net> <mode>"             1.2    Triton hyper-BN / torch's native batch norm
     gpu_tests_failed            None                       0      failed GPU tests (the suite's tests stage)
+    soak_cuda_peak_growth_mib   None                       1      growth of torch.cuda.max_memory_allocated over the
+                                                                  epochs of a soak (bench/soak.py), MiB
+    soak_rss_growth_mib         None                       10     resident memory growth, round 100 -> the last (also
+                                                                  asserted on the CPU by tests/test_soak.py)
+    soak_fd_growth              None                       0      open file descriptors, round 100 -> the last
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ class Target(NamedTuple):
     cmp: str  # "<=" or ">="
 
 
+SOAK_RSS_MIB = 10.0  # resident memory growth allowed after warm-up (bench/soak.py, tests/test_soak.py)
 ROUND_RATIO = {"first_bn": 1.35, "conv+bn": 1.8}  # search round / plain step per training image, by strategy
 KERNEL_GOALS = (("kernel_speedup_vs_two_conv", "hyper-conv speed-up vs two convs", 1.5, ">="),
                 ("kernel_fused_over_cudnn", "hyper-conv / cuDNN 2*Cout conv", 1.15, "<="),
@@ -44,6 +50,9 @@ TARGETS: list[Target] = [
     *[Target(metric, f"{net} {mode}", f"{label} [{net} {mode}]", goal, cmp)
       for net in NETS for mode in MODES for metric, label, goal, cmp in KERNEL_GOALS],
     Target("gpu_tests_failed", None, "GPU tests failed (pytest -m 'gpu and not slow')", 0, "<="),
+    Target("soak_cuda_peak_growth_mib", None, "soak: CUDA peak memory growth over epochs, MiB", 1.0, "<="),
+    Target("soak_rss_growth_mib", None, "soak: resident memory growth after round 100, MiB", SOAK_RSS_MIB, "<="),
+    Target("soak_fd_growth", None, "soak: open file descriptors growth after round 100", 0, "<="),
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from hba_fast.config import from_dict
 from hba_fast.data.datasets import load_splits
 from hba_fast.data.recipes import standardise
 from hba_fast.models import build_model
+from hba_fast.safe_load import torch_refusal
 
 
 @torch.no_grad()
@@ -33,6 +35,18 @@ def clean_error(model, images: torch.Tensor, labels: torch.Tensor, mean, std, ba
         logits = model(standardise(images[i:i + batch], m, s))
         wrong += int((logits.argmax(1) != labels[i:i + batch]).sum())
     return wrong / len(labels)
+
+
+def load_model_file(path: Path) -> dict:
+    """A run's model.pt, read with weights_only=True: a file carrying code is refused unread (hba_fast/safe_load.py)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - only a refusal gets its own line; anything else keeps its traceback
+        refused = torch_refusal(e)
+        if refused is None:
+            raise
+        sys.exit(f"train_test_gap: {path} is refused: it holds {refused}, which a model.pt never holds (nothing of "
+                 f"it ran)")
 
 
 def main() -> None:
@@ -50,7 +64,7 @@ def main() -> None:
         if key not in splits_cache:
             splits_cache[key] = load_splits(cfg.data)
         splits = splits_cache[key]
-        saved = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+        saved = load_model_file(run / "model.pt")
         model = build_model(saved["model"], saved["num_classes"], "none")
         model.load_state_dict(saved["state_dict"])
         result = json.loads(result_file.read_text())

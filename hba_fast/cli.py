@@ -2,6 +2,9 @@
 A,B,schedule:F,pba:P --seeds N`, `export`, `plot` (--help). A schedule is a schedule.json, a json-flat export or a
 PBA file (pba:FILE).
 
+A stop signal (SIGTERM, SIGINT, SIGUSR1: hba_fast/run/stop.py) ends a run after its checkpoint with one line on
+stderr (what stopped it, the step, the command that continues) and exit code 128 + the signal's number.
+
 With no CONFIG, `search` runs the demo (configs/demo.yaml) on the generated shapes10 dataset. Errors a user
 can fix (config, data, schedule, device, checkpoint, NaN loss, a full disk) are printed as one clear line, exit
 code 2. `hba-fast train` writes into a folder of its own inside run.out_dir (train-schedule, train-baseline,
@@ -13,6 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import os
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -20,7 +25,7 @@ from pathlib import Path
 from . import __version__
 from .augment.arms import AUGMENT_HELP
 from .config import load_config
-from .errors import UserError
+from .errors import StopRequested, UserError
 
 
 def epilog() -> str:
@@ -29,8 +34,11 @@ def epilog() -> str:
 
     free = ", ".join(f"{section}.{key}" for section, key in sorted(free_on_resume_fields()) if key != "epochs")
     resume = textwrap.fill(
-        "resume: a run stopped at any moment (Ctrl-C, a kill, a crash) continues from its last checkpoint (written at "
-        "the end of every epoch) when the same command is run again, and ends where an uninterrupted run would. To "
+        "stop and resume: SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 (SLURM's --signal=USR1@120) finish the current round, "
+        "write a checkpoint of the position inside the epoch and exit with 128 + the signal's number; a second signal "
+        "exits at once. A run stopped at any moment (a signal, a kill, a crash) continues from its last checkpoint "
+        "(written at such a stop and at the end of every train.checkpoint_every-th epoch) when the same command is run "
+        "again, and ends where an uninterrupted run would. One process per run folder (an OS lock). To "
         "extend a finished run, run it again with a larger --set train.epochs=N (its earlier outputs move to "
         f"after-E-epochs/). Switches of how it runs may change too (run.*, {free}); any other changed setting is "
         "refused: start a new run with --set run.out_dir=DIR. run.resume=false refuses to touch a folder that holds "
@@ -100,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             from .train import train
 
             train(_train_folder(cfg, args.schedule, args.augment), schedule=args.schedule, augment=args.augment)
+    except StopRequested as e:  # a stop signal: the checkpoint holds the position (hba_fast/run/stop.py)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"hba-fast: {_one_line(e)}; continue with the same command: {_same_command(argv)}", file=sys.stderr,
+                  flush=True)
+        return 128 + e.signum
     except UserError as e:
         print(f"hba-fast: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -112,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         print("hba-fast: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
     return 0
+
+
+def _same_command(argv: list[str] | None) -> str:
+    """The command line of this process, to run again (under torchrun: the worker's arguments after torchrun's)."""
+    args = shlex.join(sys.argv[1:] if argv is None else argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"torchrun ... -m hba_fast.cli {args} (the same torchrun command)"
+    return f"hba-fast {args}"
 
 
 def _disk_error(args, cfg, e: OSError) -> str:

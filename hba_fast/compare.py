@@ -26,6 +26,11 @@ img/s its training throughput; neither counts the test evaluation.
 
 Several processes (torchrun, as `hba-fast search`): the process group is joined once here, and every pair runs
 on all ranks in turn (each pair's run finds the group there and leaves it).
+
+Several `hba-fast compare --only-seed K` processes may share one compare folder: each pair's run locks its own folder
+(hba_fast/run/lock.py: a pair another process is running stops this one with one line), the compare folder is locked
+only while the table is written. A stop signal (SIGTERM, SIGINT, SIGUSR1) stops the pair in training with its
+checkpoint (hba_fast/run/stop.py) and starts no other; the same command continues there.
 """
 from __future__ import annotations
 
@@ -41,12 +46,14 @@ from pathlib import Path
 from . import atomic
 from .augment.arms import AUGMENT_HELP, parse_augment
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, StopRequested
 from .run.distributed import setup_distributed, teardown
 from .run.environment import environment
 from .run.folder import check_run_folder
+from .run.lock import RunLock
 from .run.log import RunLog
 from .run.session import pick_device
+from .run.stop import SIGNALS, StopAgreement, signal_name
 from .schedule.file import read_schedule
 from .schedule.pba import PREFIX as PBA_PREFIX
 from .schedule.pba import split_spec
@@ -210,27 +217,40 @@ def compare(cfg: Config, arms: list[Arm] | str, seeds: int = 3, only_seed: int |
     out = Path(cfg.run.out_dir)
     dist = setup_distributed()
     try:
-        log = RunLog(out, is_main=dist.is_main, progress=False)
-        t0 = time.time()
-        pairs = [(arm, k) for arm in arms for k in range(seeds) if only_seed in (None, k)]
-        results: dict[tuple[str, int], dict] = {}
-        for i, (arm, k) in enumerate(pairs):
-            pair_cfg = _pair_config(cfg, arm, k, out)
-            done = finished_result(pair_cfg, arm)
-            what = f"[{i + 1}/{len(pairs)}] {arm.name} seed {k} ({pair_cfg.run.out_dir})"
-            if done is not None:
-                log.info(f"compare {what}: finished before, test error {done['test_error']:.4f}")
-                results[(arm.name, k)] = done
-                continue
-            log.info(f"compare {what}: training")
-            results[(arm.name, k)] = train(pair_cfg, schedule=arm.schedule, augment=arm.augment)
-        if only_seed is not None:
-            log.info(f"compare: the {len(pairs)} run(s) of seed {only_seed} are finished; run without --only-seed "
-                     f"for the table")
-            return {"pairs": {f"{a}/seed{k}": r for (a, k), r in results.items()}}
-        rows = summarise(arms, results, seeds)
-        table = markdown_table(rows)
-        if dist.is_main:
+        with SIGNALS.installed():  # a stop signal: the pair in training stops with its checkpoint, no other starts
+            return _compare(cfg, arms, seeds, only_seed, out, dist)
+    finally:
+        teardown(dist)
+
+
+def _compare(cfg: Config, arms: list[Arm], seeds: int, only_seed: int | None, out: Path, dist) -> dict:
+    log = RunLog(out, is_main=dist.is_main, progress=False)
+    t0 = time.time()
+    pairs = [(arm, k) for arm in arms for k in range(seeds) if only_seed in (None, k)]
+    results: dict[tuple[str, int], dict] = {}
+    agree = StopAgreement(dist.world)
+    for i, (arm, k) in enumerate(pairs):
+        signum = agree.now()
+        if signum:
+            raise StopRequested(signum, f"stopped by {signal_name(signum)} before the pair {arm.name} seed {k}; "
+                                        f"the pairs before it are finished")
+        pair_cfg = _pair_config(cfg, arm, k, out)
+        done = finished_result(pair_cfg, arm)
+        what = f"[{i + 1}/{len(pairs)}] {arm.name} seed {k} ({pair_cfg.run.out_dir})"
+        if done is not None:
+            log.info(f"compare {what}: finished before, test error {done['test_error']:.4f}")
+            results[(arm.name, k)] = done
+            continue
+        log.info(f"compare {what}: training")
+        results[(arm.name, k)] = train(pair_cfg, schedule=arm.schedule, augment=arm.augment)
+    if only_seed is not None:
+        log.info(f"compare: the {len(pairs)} run(s) of seed {only_seed} are finished; run without --only-seed "
+                 f"for the table")
+        return {"pairs": {f"{a}/seed{k}": r for (a, k), r in results.items()}}
+    rows = summarise(arms, results, seeds)
+    table = markdown_table(rows)
+    if dist.is_main:
+        with RunLock(out).held():  # the compare folder is locked only while its table is written (module docstring)
             device = pick_device(cfg.train, dist, lambda message: None)
             title = f"{cfg.model.name} on {cfg.data.dataset}, {cfg.train.epochs} epochs, {seeds} seed(s)"
             doc = {"format": "hba-fast-compare/1", "title": title, "config": cfg.to_dict(),
@@ -243,6 +263,4 @@ def compare(cfg: Config, arms: list[Arm] | str, seeds: int = 3, only_seed: int |
                 plot(out / "compare.png", rows, title)
             print(table, end="", flush=True)
             log.info(f"compare: {len(pairs)} runs; table in {out / 'compare.md'}, plot in {out / 'compare.png'}")
-        return {"summary": rows, "table": table}
-    finally:
-        teardown(dist)
+    return {"summary": rows, "table": table}

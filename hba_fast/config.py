@@ -136,7 +136,8 @@ class ModelConfig:
     channels_last: bool = True  # memory format on CUDA
     kernels: str = field(default="auto", metadata=_range(choices=_kernel_impls, free=True))  # hyper-layer impl:
     # auto = fused Triton kernels on CUDA tensors, torch elsewhere; torch = cuDNN/ATen everywhere
-    checkpoint: str | None = None  # local weights file for a torchvision:/timm: model (None: fresh init)
+    checkpoint: str | None = None  # local weights file to start from, any model (None: fresh init); tensors of
+    # another shape or name stay fresh and are named in the log (hba_fast/models/external.py)
     # HyperBatchNorm2d init (hba_fast.models.layers.init_hyper_bn; docs/results/hyper-options-cpu.md measures why):
     hyper_bn_bias_u: float = field(default=0.0, metadata=_searched(-10.0, 10.0))  # constant init of bias_u (phiU of
     # beta); 0 (nn.BatchNorm2d's beta) closes lambda's shift path at the start (bias_v gets no gradient), 1 opens

@@ -49,3 +49,13 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 class OutputError(UserError, OSError):
     """A file of the run cannot be written (disk full, no permission, read-only file system)."""
+
+
+class StopRequested(Exception):
+    """A stop signal (SIGTERM, SIGINT, SIGUSR1) ended the run at a round boundary, after a checkpoint of its position
+    was written (hba_fast/run/stop.py). Not an error: the command line prints the message and the command that
+    continues as one line, and exits with 128 + `signum`."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

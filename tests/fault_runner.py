@@ -8,6 +8,13 @@ HBA_FAULT="<where>:<file>:<n>" kills this process with SIGKILL (no cleanup, no a
     enospc:<file>:n    not a kill: the n-th write of <file> fails with ENOSPC, as on a full disk
 The faults sit in `os.open` / `os.write` / `os.fsync` / `os.replace`, the calls hba_fast/atomic.py makes, so the
 production code runs unchanged. Without HBA_FAULT this is plain `hba-fast ARGS...`.
+
+Signals, as a cluster sends them (the process's own handlers then act, as they would on `kill -TERM <pid>`):
+    HBA_SIGNAL="<SIG>:<k>[:<rank>]"   this process sends itself SIG (TERM, INT, USR1) right after its k-th training
+                                      round (on that rank only: torchrun sets RANK); a Trainer hook, the only place
+                                      with a round count
+    HBA_SIGNAL_AGAIN="<SIG>:<file>"   after that: in the middle of the next whole-file write of <file> (half its bytes
+                                      in the temp file), wait past the repeat window and send SIG again
 """
 from __future__ import annotations
 
@@ -79,9 +86,59 @@ def install(spec: str) -> None:
         setattr(os, attr, fn)
 
 
+def install_signal(spec: str, again: str | None) -> None:
+    """HBA_SIGNAL / HBA_SIGNAL_AGAIN (module docstring)."""
+    import time
+
+    from hba_fast.engine.trainer import Trainer
+
+    sig, k, *rank = spec.split(":")
+    signum, k = getattr(signal, "SIG" + sig), int(k)
+    if rank and int(os.environ.get("RANK", "0")) != int(rank[0]):
+        return
+    run_round, count = Trainer.run_round, {"n": 0}
+
+    def counted(self, n_weight, n_hyper):
+        run_round(self, n_weight, n_hyper)
+        count["n"] += 1
+        if count["n"] == k:
+            os.kill(os.getpid(), signum)
+
+    Trainer.run_round = counted
+    if not again:
+        return
+    from hba_fast.run.stop import REPEAT_WINDOW_S
+
+    sig2, name = again.split(":")
+    real_open, real_write = os.open, os.write
+    doomed: set[int] = set()
+
+    def open_(path, flags, mode=0o777, *args, **kwargs):
+        fd = real_open(path, flags, mode, *args, **kwargs)
+        doomed.discard(fd)
+        p = Path(path).name
+        if count["n"] >= k and p.startswith(name + ".hba") and p.endswith(".tmp"):
+            doomed.add(fd)
+        return fd
+
+    def write(fd, data):
+        if fd not in doomed:
+            return real_write(fd, data)
+        doomed.discard(fd)
+        written = real_write(fd, bytes(data)[: len(data) // 2])
+        time.sleep(REPEAT_WINDOW_S + 0.5)  # a second signal, not the first one delivered twice
+        os.kill(os.getpid(), getattr(signal, "SIG" + sig2))
+        time.sleep(5)  # the handler exits at the next bytecode; this is never reached in time
+        return written
+
+    os.open, os.write = open_, write
+
+
 if __name__ == "__main__":
     if os.environ.get("HBA_FAULT"):
         install(os.environ["HBA_FAULT"])
+    if os.environ.get("HBA_SIGNAL"):
+        install_signal(os.environ["HBA_SIGNAL"], os.environ.get("HBA_SIGNAL_AGAIN"))
     from hba_fast.cli import main
 
     sys.exit(main(sys.argv[1:]))

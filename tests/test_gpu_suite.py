@@ -162,7 +162,9 @@ def test_gpu_suite_smoke_runs_every_stage(tmp_path):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert all(r.get("smoke") for r in rows) and all(r.get("git_sha") for r in rows)
     by_bench = {r["bench"] for r in rows}
-    assert {"env", "tests", "search", "hyper_conv", "hyper_conv_target", "pipeline"} <= by_bench
+    assert {"env", "tests", "search", "hyper_conv", "hyper_conv_target", "pipeline", "soak"} <= by_bench
+    soak = {r["metric"]: r for r in rows if r["bench"] == "soak"}
+    assert soak["soak_fd_growth"]["value"] == 0 and soak["soak_rss_growth_mib"]["rounds"] == 60
     search = next(r for r in rows if r["bench"] == "search")
     assert search["status"] == 0 and search["epochs_done"] == 2 and 0.0 <= search["test_error"] <= 1.0
     assert {r["variant"] for r in rows if r.get("metric") == "policy_share"} >= {"static", "indexed"}

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1] / "hba_fast"
 
 # Bottom (0) to top: a module may import its own layer's modules and those of lower layers.
 LAYERS = {
-    "errors": 0, "atomic": 0, "kernels": 0,
+    "errors": 0, "atomic": 0, "safe_load": 0, "kernels": 0,
     "augment": 1,
     "schedule": 2,
     "data": 3, "models": 3,

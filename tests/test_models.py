@@ -202,3 +202,34 @@ def test_cuda_channels_last_auto_impl_matches_torch_path(strategy):
         results.append((out, lam_grad))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=2e-3, atol=2e-3)
     torch.testing.assert_close(results[1][1], results[0][1], rtol=2e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("strategy", ["none", "first_bn", "conv+bn"])
+def test_model_checkpoint_for_builtin_models(tmp_path, caplog, strategy):
+    """model.checkpoint works for the zoo as for torchvision:/timm: models (it was ignored for them): the file's
+    tensors go into the model (a hyper-layer's phi0 takes the plain layer's `weight` / `bias`), tensors of another
+    shape stay fresh and are named in the log; phiU / phiV stay fresh."""
+    import logging
+
+    torch.manual_seed(1)
+    source = build_model("wrn-16-2", 5, "none")  # a classifier for 5 classes
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(1.0)  # unlike any fresh init
+    torch.save({"model": "wrn-16-2", "state_dict": source.state_dict()}, tmp_path / "model.pt")  # a model.pt
+    torch.manual_seed(2)
+    fresh = build_model("wrn-16-2", 10, strategy)
+    torch.manual_seed(2)
+    with caplog.at_level(logging.INFO, logger="hba_fast"):
+        model = build_model("wrn-16-2", 10, strategy, checkpoint=str(tmp_path / "model.pt"))
+    own, src, init = model.state_dict(), source.state_dict(), fresh.state_dict()
+    loaded = [k for k in src if k in own and own[k].shape == src[k].shape]
+    assert len(loaded) > 20
+    for k in loaded:
+        assert torch.equal(own[k], src[k]), k
+    assert torch.equal(own["fc.weight"], init["fc.weight"]) and own["fc.weight"].shape == (10, 128)
+    for k in own:
+        if k.endswith(("weight_u", "weight_v", "bias_u", "bias_v")):
+            assert torch.equal(own[k], init[k]), k
+    assert "fc.weight" in caplog.text and "fc.bias" in caplog.text  # named, not silently dropped
+    assert f"{len(loaded)} tensor(s) loaded from {tmp_path / 'model.pt'}" in caplog.text

@@ -19,15 +19,23 @@ Clean batches (val/test) are only standardised (JPEG files: resize the shorter s
 crop). The training pipeline is built once (graph construction with 22 conditionals takes seconds) and streams
 across epochs; data order and policy draws are seeded per (seed, rank, epoch, step), so a run resumed from
 `state_dict()` gets the same images and, given the same probs/mags, the same draws for in-memory data (DALI's own
-crop/flip/Cutout randomness restarts from the pipeline seed). The lambda_i themselves come from the sampler,
-which DALI calls up to the prefetch depth ahead of the trainer, so a checkpointed sampler RNG is a few batches
-ahead: after a resume the lambda_i are fresh draws, not the uninterrupted run's. The file reader shuffles
-internally and, resumed mid-epoch, drops the steps already done.
+crop/flip/Cutout randomness restarts from the pipeline seed).
+
+Exact resume, also inside an epoch (`state_dict`): the training stream is built with DALI's checkpointing on, and
+the state holds DALI's own checkpoint of it (`Pipeline.checkpoint()`: its random operators' states and the file
+reader's position, as of the last batch handed out; external sources are ours to position) and the policy draws
+made ahead of the trainer: DALI calls the draw source up to its prefetch depth early, so the sampler's state is
+already past them, and those draws (with the lambda_i current when they were made) are handed out first by the
+rebuilt stream (`_PolicySource`). A stream rebuilt so gives the batches the uninterrupted one would have given, bit
+for bit (tests/test_stop.py). A state without DALI's checkpoint (older ones) rebuilds from the seed: same data order
+and policy draws for in-memory data, fresh DALI randomness; the file reader then drops the steps already done. The
+JPEG validation stream skips the batches it had handed out.
 """
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from functools import partial
 
 import numpy as np
@@ -129,6 +137,8 @@ class DaliPipeline:
         self.sizes = {"train": n, **{k: len(self._eval_files[k][0]) if k in self._eval_files else
                                      len(getattr(splits, k).labels) for k in ("val", "test")}}  # corrupt ones dropped
         self._train_pipe, self._epoch, self._step = None, 0, 0
+        self._policy: _PolicySource | None = None  # the training stream's draw source
+        self._restore: tuple[bytes, list] | None = None  # a loaded stream state, used at the next build
         # Whether the sampler hands back lambda_i (a SearchSampler does, a ScheduleSampler gives None): batches
         # carry lam only then (the pipeline itself always streams a (B, 54) lam, zeros without one).
         self._hands_lam = sampler is not None
@@ -165,9 +175,11 @@ class DaliPipeline:
         return [list(draw["ops"]), list(draw["mags"]), list(matrices), list(lam)]
 
     def _build(self, graph, seed: int, **kw):
-        pipe = pipeline_def(graph, batch_size=self.batch_size, num_threads=self.threads, device_id=self.device_id,
-                            seed=seed, **kw)()
-        pipe.build()
+        with warnings.catch_warnings():  # checkpointing and our external sources: we position them ourselves
+            warnings.filterwarnings("ignore", message="Checkpointing enabled in a pipeline with external source")
+            pipe = pipeline_def(graph, batch_size=self.batch_size, num_threads=self.threads,
+                                device_id=self.device_id, seed=seed, **kw)()
+            pipe.build()
         return pipe
 
     def _train_graph(self, feeder, policy, files, seed: int):
@@ -222,11 +234,15 @@ class DaliPipeline:
 
     # ------------------------------------------------------------------ the Pipeline contract
 
-    def _make_train_pipe(self, epoch: int, start: int):
-        """The training stream from (epoch, step start) on, running on across epochs (built once: it takes seconds)."""
+    def _make_train_pipe(self, epoch: int, start: int, checkpoint: bytes | None = None, pending: list | None = None):
+        """The training stream from (epoch, step start) on, running on across epochs (built once: it takes seconds);
+        `checkpoint`: DALI's own state of a stream that stood there (its random operators and file reader), `pending`:
+        the draws that stream had made ahead (module docstring)."""
         seed = (self.seed * 1000003 + epoch * 101 + self.rank) % (2**31)
         spe = self.steps_per_epoch
-        policy = _PolicySource(self._policy_inputs, self.batch_size, (self.seed, self.rank), spe, epoch * spe + start)
+        policy = _PolicySource(self._policy_inputs, self.batch_size, (self.seed, self.rank), spe, epoch * spe + start,
+                               pending or [])
+        self._policy = policy
         if self.train_files is None:
             train = self.splits.train
             order = partial(epoch_order, len(train.labels), self.seed, rank=self.rank, world=self.world)
@@ -234,24 +250,32 @@ class DaliPipeline:
             files = None
         else:
             feeder, files = None, self.train_files
-        return self._build(self._train_graph(feeder, policy, files, seed), seed, enable_conditionals=True)
+        restore = {"checkpoint": checkpoint} if checkpoint is not None else {}
+        return self._build(self._train_graph(feeder, policy, files, seed), seed, enable_conditionals=True,
+                           enable_checkpointing=True, **restore)
 
     def train_epoch(self, epoch: int):
-        """Yield `steps_per_epoch` augmented batches of this shard for `epoch`."""
+        """Yield `steps_per_epoch` augmented batches of this shard for `epoch`, from where the pipeline stands."""
         start = self._step if epoch == self._epoch else 0
+        spe = self.steps_per_epoch
         if self._train_pipe is None or (epoch, start) != (self._epoch, self._step):
-            self._train_pipe = None  # free the old stream before building the new one
-            self._train_pipe = self._make_train_pipe(epoch, start if self.train_files is None else 0)
-            if self.train_files is not None:
-                for _ in range(start):  # the file reader cannot seek: drop the steps already done
+            restore = self._restore if (epoch, start) == (self._epoch, self._step) else None
+            self._train_pipe = self._restore = None  # free the old stream before building the new one
+            if restore is None and self.train_files is not None:
+                self._train_pipe = self._make_train_pipe(epoch, 0)
+                for step in range(start):  # the file reader cannot seek: drop the steps already done
                     self._train_pipe.run()
+                    self._policy.consumed(epoch * spe + step + 1)
+            else:
+                self._train_pipe = self._make_train_pipe(epoch, start, *(restore or ()))
         self._epoch, self._step = epoch, start
-        for step in range(start, self.steps_per_epoch):
+        for step in range(start, spe):
             outs = self._train_pipe.run()
             # The position moves on before the yield: a consumer that stops after the last batch (islice) leaves
             # the stream at (epoch + 1, 0), so the next epoch continues it instead of rebuilding the pipeline.
-            last = step + 1 == self.steps_per_epoch
+            last = step + 1 == spe
             self._epoch, self._step = (epoch + 1, 0) if last else (epoch, step + 1)
+            self._policy.consumed(epoch * spe + step + 1)
             yield self._to_batch(outs, self._hands_lam)
 
     def _eval_source(self, split: str, cycle: bool, start: int = 0):
@@ -285,7 +309,7 @@ class DaliPipeline:
             if len(self.splits.val.labels) == 0:
                 raise DataError(EMPTY_VAL)
             if self.splits.val.files is not None:
-                self._val_pipe = _CyclingFiles(self)
+                self._val_pipe = _CyclingFiles(self, skip=self._val_step)
             else:
                 feeder, _ = self._eval_source("val", cycle=True, start=self._val_step)
                 self._val_pipe = self._build(self._clean_graph(feeder, False), self.seed + 11)
@@ -295,36 +319,69 @@ class DaliPipeline:
         return self._to_batch(self._val_pipe.run(), False)
 
     def state_dict(self) -> dict:
+        """The position, the sampler's state, and for an exact continuation the training stream's own: DALI's
+        checkpoint of it (bytes) and the draws it made ahead (module docstring). Plain data and tensors only."""
+        if self._train_pipe is not None:
+            stream, pending = self._train_pipe.checkpoint(), self._policy.pending()
+        else:  # not built since a load: hand the loaded stream state on
+            stream, pending = self._restore or (None, [])
         return {"epoch": self._epoch, "step": self._step, "val_step": self._val_step, "seed": self.seed,
-                "num_corrupt": self.num_corrupt,
+                "num_corrupt": self.num_corrupt, "hands_lam": self._hands_lam,
+                "stream": None if stream is None else bytes(stream), "pending": pending,
                 "sampler": None if self.sampler is None else self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self._epoch, self._step, self._val_step = state["epoch"], state["step"], state["val_step"]
         self.seed = state.get("seed", self.seed)
+        self._hands_lam = state.get("hands_lam", self._hands_lam)
         self._train_pipe = self._val_pipe = None
+        # the stream is rebuilt from DALI's checkpoint at the next train_epoch (older states: from its seed)
+        self._restore = (state["stream"], state["pending"]) if state.get("stream") is not None else None
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
 
 
 class _PolicySource:
-    """Batch callback for the draw inputs (ops, mags, lam) of training step g = epoch * spe + step, seeded by
-    (seed, rank, epoch, step) so that a resumed run draws the same policies."""
+    """Batch callback for the draw inputs (ops, mags, matrices, lam) of training step g = epoch * spe + step,
+    seeded by (seed, rank, epoch, step). DALI calls it up to its prefetch depth ahead of the batches handed out: the
+    draws made but not consumed yet are kept (`pending`), so that a stream rebuilt from a checkpoint hands out those
+    very draws first (the sampler's state is already past them) and then continues exactly as this one would."""
 
-    def __init__(self, policy, batch_size: int, seed: tuple, steps_per_epoch: int, start: int):
+    KEYS = ("ops", "mags", "matrices", "lam")  # the four per-sample inputs, (B, P), (B, P), (B, P, 2, 3), (B, 54)
+
+    def __init__(self, policy, batch_size: int, seed: tuple, steps_per_epoch: int, start: int,
+                 pending: list[dict] = ()):
         self.policy, self.batch_size, self.seed, self.spe, self.g = policy, batch_size, seed, steps_per_epoch, start
+        self._replay = [[list(entry[k].numpy()) for k in self.KEYS] for entry in pending]
+        self._made: dict[int, list] = {}  # step g -> its inputs, made and not consumed yet
 
     def __call__(self):
         epoch, step = divmod(self.g, self.spe)
+        inputs = self._replay.pop(0) if self._replay else \
+            self.policy(self.batch_size, self.seed + (epoch, step), epoch=epoch)
+        self._made[self.g] = inputs
         self.g += 1
-        return self.policy(self.batch_size, self.seed + (epoch, step), epoch=epoch)
+        return inputs
+
+    def consumed(self, steps: int) -> None:
+        """The batches of steps < `steps` are handed out: their draws are history."""
+        for g in [g for g in self._made if g < steps]:
+            del self._made[g]
+
+    def pending(self) -> list[dict]:
+        """The draws made ahead, in order, as tensors (a checkpoint holds plain data and tensors only)."""
+        return [{k: torch.from_numpy(np.stack(inputs[i])) for i, k in enumerate(self.KEYS)}
+                for _, inputs in sorted(self._made.items())] + \
+            [{k: torch.from_numpy(np.stack(inputs[i])) for i, k in enumerate(self.KEYS)} for inputs in self._replay]
 
 
 class _CyclingFiles:
     """val_batch() over JPEG files: one-pass clean pipelines, rebuilt (reshuffled) at the end of each pass."""
 
-    def __init__(self, owner: DaliPipeline):
+    def __init__(self, owner: DaliPipeline, skip: int = 0):
         self.owner, self.passes, self.it = owner, 0, None
+        for _ in range(skip):  # a resumed pipeline: the batches the checkpointed one had handed out
+            self.next()
 
     def next(self) -> Batch:
         o = self.owner

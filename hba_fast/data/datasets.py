@@ -5,7 +5,7 @@ Formats (`data_cfg.dataset`, `data_cfg.path`):
   `cifar100`: `cifar-100-python/{train,test,meta}` with the fine labels. `path` is the folder that holds
   the pickles or its parent.
 - `svhn`: `train_32x32.mat` and `test_32x32.mat` (scipy.io.loadmat; X (32, 32, 3, N), y (N, 1), label 10
-  means digit 0) in the folder `path`.
+  means digit 0) in the folder `path`; object arrays (MATLAB cells, structs) are refused.
 - `npz`: one `.npz` file with `train_images`, `train_labels`, `test_images`, `test_labels` and optionally
   `val_images`, `val_labels` and `label_names`. Images are uint8, (N, H, W, 3) "HWC" or (N, 3, H, W) "CHW"
   (told apart by where the 3 is; (N, H, W) grey is repeated to 3 channels); labels integers in [0, classes).
@@ -25,14 +25,15 @@ val = perm[:num_val]; train = perm[num_val:][:num_train]; each sorted. num_test 
 seeded draw. mean / std are per channel in units of pixel / 255: the usual constants for CIFAR-10/100 and
 SVHN, measured on the training split otherwise (folder datasets: on up to 256 decoded training files).
 
-Every reader checks what it reads (a readable file, the expected keys, shapes and dtypes, at least one image) and
-raises a DataError that names the file, what is wrong and the fix; pixels are never cast silently (floats in
-[0, 1] would become black images).
+Nothing a reader reads runs code (hba_fast/safe_load.py): CIFAR pickles go through an unpickler that accepts only
+what the real files hold, .npz files are read with allow_pickle=False and SVHN's .mat files without object arrays;
+a file with anything else is refused with one line naming it. Every reader checks what it reads (a readable
+file, the expected keys, shapes and dtypes, at least one image) and raises a DataError that names the file, what is
+wrong and the fix; pixels are never cast silently (floats in [0, 1] would become black images).
 """
 from __future__ import annotations
 
 import logging
-import pickle
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 from ..errors import CorruptImageError, DataError
+from ..safe_load import RefusedContent, load_cifar_pickle, object_arrays
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +106,14 @@ _REFETCH = "re-download the python version of the dataset (or rebuild it)"
 
 
 def _unpickle(path: Path) -> dict:
+    """A CIFAR pickle, read with the allow-list of hba_fast/safe_load.py: anything but the arrays, lists, numbers
+    and strings the real files hold is refused unread."""
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = load_cifar_pickle(f)
+    except RefusedContent as e:
+        raise DataError(f"{path} is refused: it holds {e}, which CIFAR pickles never hold (nothing of it was run); "
+                        f"{_REFETCH}") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
         raise DataError(f"{path} is not a readable CIFAR pickle ({type(e).__name__}: {e}); {_REFETCH}") from None
     if not isinstance(d, dict):
@@ -200,6 +207,10 @@ def _read_svhn(path: Path):
             m = loadmat(f)
         except Exception as e:  # noqa: BLE001 - scipy raises many types for damaged files
             raise DataError(f"{f} is not a readable SVHN .mat file ({type(e).__name__}: {e}); re-download it") from None
+        objects = object_arrays({k: v for k, v in m.items() if not k.startswith("__")})
+        if objects:  # MATLAB cells or structs: never part of SVHN's files
+            raise DataError(f"{f} is refused: {objects[0]} is an array of objects (a MATLAB cell or struct), which "
+                            f"SVHN's files never hold; re-download it")
         missing = sorted({"X", "y"} - set(m))
         if missing:
             raise DataError(f"{f} lacks {missing} (it has {sorted(k for k in m if not k.startswith('__'))}), so it is "

@@ -19,7 +19,7 @@ UNUSUAL = (("optim.lr", "lr", 0.2), ("optim.weight_decay", "weight_decay", 0.01)
 
 
 def nonfinite_message(where: str, optim_cfg, *, searched: bool, amp: bool, checkpoint: Path,
-                      saved_epoch: int | None, checkpoint_every: int, epochs: int | None = None,
+                      saved_epoch: int | None, checkpoint_every: int, epochs: int | None = None, saved_inside: int = 0,
                       aside: Path | None = None, first_step: bool = False) -> str:
     """One line: `where` it happened, what is kept, what to change (module docstring). `epochs`: the run's
     train.epochs (its last epoch is checkpointed too). `first_step`: the loss was bad before any update, so the
@@ -40,7 +40,8 @@ def nonfinite_message(where: str, optim_cfg, *, searched: bool, amp: bool, check
     if amp:
         change += ", or set train.amp=off (bf16 autocast is on)"
     if saved_epoch is not None:
-        kept = (f"Its last checkpoint (end of epoch {saved_epoch}) is kept in {checkpoint}, but resuming it with the "
+        at = f"end of epoch {saved_epoch}" if not saved_inside else f"step {saved_inside} of epoch {saved_epoch + 1}"
+        kept = (f"Its last checkpoint ({at}) is kept in {checkpoint}, but resuming it with the "
                 f"same settings would diverge again: start a new run (--set run.out_dir=...) and {change}")
     else:
         first = checkpoint_every if epochs is None else min(checkpoint_every, epochs)

@@ -35,8 +35,16 @@ and loading one rebuilds the graph.
 
 Several processes (torchrun): gradients of phi and lambda are averaged across ranks after each backward, so phi
 and lambda stay identical everywhere; batch-norm running statistics are averaged at the end of each epoch. Each
-rank's own randomness and data position (pipeline with its sampler, RNG) are gathered into the checkpoint, which rank 0
-alone writes, and every rank resumes from its own entry.
+rank's own randomness and data position (pipeline with its sampler, RNG; inside an epoch also its BN running
+statistics) are gathered into the checkpoint, which rank 0 alone writes, and every rank resumes from its own entry.
+
+Stop (hba_fast/run/stop.py): SIGTERM, SIGINT and SIGUSR1 are seen before each round, on the host (`StopAgreement
+.poll`: the signal handler's flag with one process; with several, an asynchronous gloo all_reduce of it answered one
+round later, so every rank stops before the same round and the round stays sync-free). The stop checks the losses
+since the last log line, writes the checkpoint of this position (`epoch_step` steps into epoch `epoch + 1`, with
+the epoch's loss meters and lambda sum) and raises `StopRequested`. A resume inside an epoch continues its rounds
+from that step (`_set_counters`, the pipeline's own position): the run ends bit for bit where an uninterrupted one
+ends.
 """
 from __future__ import annotations
 
@@ -51,9 +59,10 @@ from torch import nn
 
 from ..data.base import Batch, Pipeline
 from ..data.round_feed import round_feed
-from ..errors import CheckpointError, NonFiniteLossError, RunFolderError, UserError
+from ..errors import CheckpointError, NonFiniteLossError, RunFolderError, StopRequested, UserError
 from ..run.checkpoint import load_checkpoint, save_checkpoint, unusable
 from ..run.session import Run
+from ..run.stop import StopAgreement, signal_name
 from .graphs import RoundRunner, compile_model, enable_cudnn_benchmark, use_graphs
 from .hyperparams import Hyperparams, NoHyperparams
 from .nonfinite import nonfinite_message
@@ -159,12 +168,15 @@ class Trainer:
         # no autocast weight cache: a captured graph would keep the first round's bf16 copies of the weights
         self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False)
         self.epoch, self.step = 0, 0  # epochs and weight steps done
+        self.epoch_step = 0  # weight steps done in the epoch under way (a stop's checkpoint records it)
         self._saved_epoch: int | None = None  # epoch of the last checkpoint written or resumed from
+        self._saved_inside = 0  # its steps into the next epoch (a stop's checkpoint; 0: at the epoch's end)
         self._train_loss, self._val_loss = Meter(dev), Meter(dev)
         # the first non-finite loss, -1 while none: 2 s + 1 for the weight step of run index s (0-based), 2 s for a
         # hyper step after s weight steps, so the order of the codes is the order of the steps (rank minimum)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=dev)
         self._set_counters()  # `_start_epoch` sets them again; here so that a fresh trainer's steps have their rate
+        self._stop = StopAgreement(self.world)  # a stop signal, agreed by every rank at round boundaries
         graphs = use_graphs(train_cfg.graphs, dev, self.log.info)
         self.feed = round_feed(pipeline, train_cfg.t_train, train_cfg.t_val, dev,
                                capture_ready=graphs or train_cfg.graphs == "on")
@@ -244,10 +256,14 @@ class Trainer:
             self.log.info(f"all {self.cfg.epochs} epochs are done; nothing left to train")
         while self.epoch < self.cfg.epochs:
             self._start_epoch()
-            bar = self.log.progress(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+            end = self.step + self.steps_per_epoch - self.epoch_step  # this epoch's end (a resume may start inside)
+            bar = self.log.progress(end - self.step, f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                                     after=(self.cfg.epochs - self.epoch - 1) * self.steps_per_epoch)
-            t0, seen, end = time.perf_counter(), 0, self.step + self.steps_per_epoch
-            for n_weight, n_hyper in self.rounds_of_epoch():
+            t0, seen = time.perf_counter(), 0
+            for n_weight, n_hyper in self.rounds_of_epoch(self.epoch_step):
+                signum = self._stop.poll()  # on the host: no device read (run/stop.py)
+                if signum:
+                    self._stop_here(signum)
                 self.run_round(n_weight, n_hyper)
                 seen += n_weight * self.pipeline.batch_size * self.world
                 if self.step % self.cfg.log_every < n_weight or self.step == end:  # crossed a multiple of log_every
@@ -257,12 +273,13 @@ class Trainer:
                 bar.update(n_weight)
             bar.close()
             self._end_epoch(seen / max(time.perf_counter() - t0, 1e-9))
+        self._stop.finish()
 
-    def rounds_of_epoch(self):
-        """(weight steps, hyper steps) of each round of this epoch: a hyper step after every t_train-th weight step
-        of the run, so an epoch may start with the rest of a round and end with the start of one; none in the
-        first train.hyper_warmup_epochs epochs."""
-        step, end = self.step, self.step + self.steps_per_epoch
+    def rounds_of_epoch(self, done: int = 0):
+        """(weight steps, hyper steps) of each round of this epoch, `done` steps of it being done already: a hyper step
+        after every t_train-th weight step of the run, so an epoch may start with the rest of a round and end with the
+        start of one; none in the first train.hyper_warmup_epochs epochs."""
+        step, end = self.step, self.step + self.steps_per_epoch - done
         t_val = self.cfg.t_val if self.epoch >= self.cfg.hyper_warmup_epochs else 0
         while step < end:
             n_weight = min(self.cfg.t_train - step % self.cfg.t_train, end - step)
@@ -274,6 +291,7 @@ class Trainer:
         self.feed.prepare(n_weight, n_hyper)
         self.rounds.run(n_weight, n_hyper)
         self.step += n_weight
+        self.epoch_step += n_weight
 
     def _start_epoch(self) -> None:
         """Outside the round: this epoch's learning rates and device counters, the feed's epoch."""
@@ -282,21 +300,46 @@ class Trainer:
         self.feed.start_epoch(self.epoch)
 
     def _set_counters(self) -> None:
-        """The device step counters from `self.step`, and the rate of each of the next steps_per_epoch steps."""
-        first, spe = self.step, self.steps_per_epoch
+        """The device step counters from `self.step` (a resumed run may stand inside the epoch), and the rate of each
+        step of this epoch."""
+        spe = self.steps_per_epoch
+        first = self.step - self.epoch_step
         rates = [self.optim_cfg.lr * lr_factor(self.optim_cfg, (first + i) / spe, self.cfg.epochs) for i in range(spe)]
         host = torch.tensor(rates, dtype=torch.float64)  # (steps_per_epoch,)
         self._lr_table.copy_(host.pin_memory() if self.device.type == "cuda" else host, non_blocking=True)
-        self._pos.zero_()
+        self._pos.fill_(self.epoch_step)
         self._step.fill_(self.step)
 
-    def _log_interval(self, images_per_s: float) -> None:
+    def _stop_here(self, signum: int) -> None:
+        """A stop signal (run/stop.py), agreed by every rank before this round: check the losses of the steps since
+        the last log line (a checkpoint never holds NaN weights), write the checkpoint of this position (the data
+        order, the RNG states, the step counters, lambda and Adam, the epoch's partial meters and sum of lambda), and
+        raise StopRequested."""
+        self._stop.finish()
+        name, path = signal_name(signum), self.log.dir / "checkpoint.pt"
+        self.log.info(f"{name}: stopping before step {self.step + 1}; writing the checkpoint (a second signal exits "
+                      f"at once)")
+        first_bad = int(self._agreed_first_bad().item())
+        if first_bad >= 0:
+            raise NonFiniteLossError(self._nonfinite(self._bad_step(first_bad), first_step=first_bad == 1))
+        self.save(path)
+        spe, done = self.steps_per_epoch, self.epoch_step
+        where = (f"after epoch {self.epoch}/{self.cfg.epochs}" if done == 0 else
+                 f"in epoch {self.epoch + 1}/{self.cfg.epochs}, {done} of its {spe} steps done")
+        raise StopRequested(signum, f"stopped by {name} at step {self.step} ({where}); {path} holds this position")
+
+    def _agreed_first_bad(self) -> torch.Tensor:
+        """The code of the first non-finite loss on any rank (-1: none), on the device (see `_first_bad`)."""
         first_bad = self._first_bad
         if self.world > 1:  # a NaN on one rank stops every rank (else the others hang, or checkpoint NaN weights)
             none = torch.iinfo(torch.long).max
             first_bad = torch.where(first_bad < 0, none, first_bad)
             torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MIN)
             first_bad = torch.where(first_bad == none, -1, first_bad)
+        return first_bad
+
+    def _log_interval(self, images_per_s: float) -> None:
+        first_bad = self._agreed_first_bad()
         # the one device read of the interval (float64 holds the step codes exactly)
         values = torch.cat([first_bad.double().view(1), self.lr.double().view(1),
                             self._train_loss.take().double(), self._val_loss.take().double()])
@@ -328,7 +371,7 @@ class Trainer:
         self.log.schedule(self.hyper.schedule)  # the sinks' view of the schedule so far (none for plain training)
         if self.cfg.eval_every and ((self.epoch + 1) % self.cfg.eval_every == 0 or self.epoch + 1 == self.cfg.epochs):
             row.update({f"val_{k}": v for k, v in self.evaluate("val").items()})
-        self.epoch += 1
+        self.epoch, self.epoch_step = self.epoch + 1, 0
         self.log.epoch(row, self.cfg.epochs)
         if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
             self.save(self.log.dir / "checkpoint.pt")
@@ -361,17 +404,23 @@ class Trainer:
     def _nonfinite(self, where: str, first_step: bool = False) -> str:
         return nonfinite_message(where, self.optim_cfg, searched=self.hyper.lam is not None, amp=self.amp,
                                  checkpoint=self.log.dir / "checkpoint.pt", saved_epoch=self._saved_epoch,
+                                 saved_inside=self._saved_inside,
                                  checkpoint_every=self.cfg.checkpoint_every, epochs=self.cfg.epochs,
                                  aside=self.run.folder.aside, first_step=first_step)
 
     # ----------------------------------------------------------------------------------------- state
     def _rank_state(self) -> dict:
-        """This process's own randomness and data position (they differ between ranks)."""
-        return {
+        """This process's own randomness and data position (they differ between ranks), and with several processes
+        its batch-norm running statistics: averaged over the ranks at each epoch's end only, so inside an epoch each
+        rank has its own."""
+        state = {
             "pipeline": self.pipeline.state_dict(),
             "rng": {"cpu": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
         }
+        if self.world > 1:
+            state["buffers"] = {k: b.detach().cpu() for k, b in self.model.named_buffers() if b.is_floating_point()}
+        return state
 
     def state_dict(self) -> dict:
         """The whole run; `ranks` holds every rank's `_rank_state` (a collective: with several processes, every
@@ -380,9 +429,16 @@ class Trainer:
         if self.world > 1:
             ranks = [None] * self.world
             torch.distributed.all_gather_object(ranks, self._rank_state())
+        meters = {name: torch.stack([m.total, m.count]).cpu() for name, m in self._meters().items()}  # (2,) each
         return {"format": CHECKPOINT_FORMAT, "device": self.device.type, "epoch": self.epoch, "step": self.step,
+                "epoch_step": self.epoch_step, "steps_per_epoch": self.steps_per_epoch,
                 "model": self.model.state_dict(), "opt_phi": self.opt_phi.state_dict(),
-                "hyper": self.hyper.state_dict(), "ranks": ranks, "log": self.log.state_dict()}
+                "hyper": self.hyper.state_dict(), "meters": meters, "ranks": ranks, "log": self.log.state_dict()}
+
+    def _meters(self) -> dict[str, Meter]:
+        """The loss sums since the last log line: a checkpoint inside an epoch keeps them, so the resumed run's next
+        metrics row is the uninterrupted run's (a checkpoint at a log line holds zeros)."""
+        return {"train_loss": self._train_loss, "val_loss": self._val_loss}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -406,14 +462,29 @@ class Trainer:
                                  f"train.epochs={self.cfg.epochs}: a run can be extended, not cut back; set "
                                  f"train.epochs={state['epoch']} or more, or start a new run with "
                                  f"--set run.out_dir=...")
-        self.epoch, self.step = state["epoch"], state["step"]
+        inside = int(state.get("epoch_step", 0))  # steps done in epoch `epoch` (older checkpoints: at its start)
+        if inside and (state.get("steps_per_epoch") != self.steps_per_epoch or not 0 < inside < self.steps_per_epoch):
+            raise CheckpointError(f"the checkpoint stands {inside} steps into an epoch of "
+                                  f"{state.get('steps_per_epoch')} steps, but an epoch of this run has "
+                                  f"{self.steps_per_epoch}: resume it with the data and train settings it was made "
+                                  f"with, or start afresh in another folder (--set run.out_dir=...)")
+        self.epoch, self.step, self.epoch_step = state["epoch"], state["step"], inside
         self.model.load_state_dict(state["model"])
         self.opt_phi.load_state_dict(state["opt_phi"])
         for group in self.opt_phi.param_groups:  # the loaded groups hold the saved lr: read ours, set every step
             group["lr"] = self.lr
         self.hyper.load_state_dict(state["hyper"])
         self.rounds.reset()  # the optimisers' state tensors are new objects: capture the round again
+        for name, meter in self._meters().items():  # checkpoints without meters were written at log lines: zeros
+            total, count = state.get("meters", {}).get(name, torch.zeros(2)).tolist()
+            meter.total.fill_(total)
+            meter.count.fill_(count)
         own = ranks[torch.distributed.get_rank() if self.world > 1 else 0]
+        if own.get("buffers"):  # this rank's running statistics (the model's state holds rank 0's)
+            buffers = dict(self.model.named_buffers())
+            with torch.no_grad():
+                for k, v in own["buffers"].items():
+                    buffers[k].copy_(v)
         self.pipeline.load_state_dict(own["pipeline"])
         torch.set_rng_state(own["rng"]["cpu"].cpu())  # RNG states must be CPU byte tensors
         if own["rng"]["cuda"] is not None and self.device.type == "cuda":
@@ -424,7 +495,7 @@ class Trainer:
         state = self.state_dict()  # on every rank: it gathers each rank's own state
         if self.log.is_main:
             save_checkpoint(path, state)
-        self._saved_epoch = self.epoch
+        self._saved_epoch, self._saved_inside = self.epoch, self.epoch_step
 
     def resume(self, path) -> bool:
         """Load `path` when it exists; True when the run continues from it."""
@@ -438,7 +509,10 @@ class Trainer:
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # another model, a damaged state
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise unusable(path, f"it does not fit this run ({type(e).__name__}: {first})") from None
-        self._saved_epoch = self.epoch
-        self.log.info(f"resumed from {path} after epoch {self.epoch}/{self.cfg.epochs} (step {self.step})")
+        self._saved_epoch, self._saved_inside = self.epoch, self.epoch_step
+        inside = self.epoch_step
+        where = f"after epoch {self.epoch}/{self.cfg.epochs}" if not inside else \
+            f"in epoch {self.epoch + 1}/{self.cfg.epochs} after {inside} of its {self.steps_per_epoch} steps"
+        self.log.info(f"resumed from {path} {where} (step {self.step})")
         self.run.folder.resumed(self.epoch, self.cfg.epochs)
         return True

@@ -5,10 +5,11 @@
 
 Any name the library registers (`torchvision.models.list_models()`, `timm.list_models()`), built with the
 dataset's number of classes and no pretrained weights: nothing is downloaded. `checkpoint` (`model.checkpoint`)
-is a local file of weights to start from: a state dict, or a dict holding one under "state_dict" / "model";
+is a local file of weights to start from: a state dict, or a dict holding one under "state_dict" / "model", read
+with torch.load(weights_only=True) (nothing in it runs; a file that would run code is refused with one line);
 tensors whose shape does not fit (a classifier trained for another number of classes) are left at their fresh
 initialisation and reported. `hba_fast.hyperize` then turns the model into the search's hypernetwork
-(`registry.build_model` does both).
+(`registry.build_model` does both). `load_checkpoint_weights` serves the built-in models too (registry.build_model).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..safe_load import torch_refusal
 
 log = logging.getLogger(__name__)  # in a run: to its log.txt and stdout (RunLog.forward_logging)
 
@@ -71,10 +73,19 @@ def load_checkpoint_weights(model: nn.Module, path: str) -> list[str]:
         raise ConfigError(f"model.checkpoint {str(file)!r} not found; give a local .pt/.pth file of weights "
                           f"(nothing is downloaded), or model.checkpoint=null")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)  # nothing in it runs (safe_load.py)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ConfigError(f"model.checkpoint {file} could not be read as torch weights ({type(e).__name__}: {e})") \
-            from None
+        refused = torch_refusal(e)
+        if refused:
+            raise ConfigError(f"model.checkpoint {file} holds {refused}, which weights never hold; it was refused "
+                              f"unread (only tensors and plain data are loaded): give a file of weights (a state "
+                              f"dict saved with torch.save)") from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"model.checkpoint {file} could not be read as torch weights ({type(e).__name__}: "
+                          f"{first})") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.checkpoint {file} holds a {type(state).__name__}, not a state dict of weights; "
+                          f"save one with torch.save(model.state_dict(), file)")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -85,6 +96,9 @@ def load_checkpoint_weights(model: nn.Module, path: str) -> list[str]:
         raise ConfigError(f"model.checkpoint {file}: none of its {len(state)} tensors fit {type(model).__name__} "
                           f"(is it a checkpoint of this architecture?)")
     model.load_state_dict(fits, strict=False)
+    fresh = len(own) - len(fits)
+    log.info(f"model.checkpoint: {len(fits)} tensor(s) loaded from {file}"
+             + (f"; {fresh} of the model's {len(own)} keep their initialisation" if fresh else ""))
     if skipped:
         log.warning(f"model.checkpoint: {len(skipped)} tensor(s) of another shape or name left at their "
                     f"initialisation: {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}")

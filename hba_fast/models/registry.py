@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..augment.space import LAM_DIM
-from .external import ModelNames, build_external, is_external
+from .external import ModelNames, build_external, is_external, load_checkpoint_weights
 from .layers import HyperModule
 from .pyramidnet import pyramidnet_272_200
 from .resnet import resnet_50
@@ -51,8 +51,11 @@ def _unknown(kind: str, value: object, valid: tuple[str, ...]) -> ValueError:
 def build_model(name: str, num_classes: int, strategy: str = "first_bn", lam_dim: int = LAM_DIM,
                 checkpoint: str | None = None) -> nn.Module:
     """A model by registry name, with hyper-layers where `strategy` puts them (see models/strategy.py);
-    `torchvision:NAME` / `timm:NAME` build that library's model (`external.py`, local `checkpoint` weights if
-    given) and hyperize it (`hba_fast.hyperize`)."""
+    `torchvision:NAME` / `timm:NAME` build that library's model (`external.py`) and hyperize it (`hba_fast.hyperize`).
+    `checkpoint` (model.checkpoint): a local file of weights to start from, for every model
+    (`external.load_checkpoint_weights`): tensors of another shape or name stay at their initialisation and are named
+    in the log; a hyper-layer's phi0 (`weight`, `bias`) takes the plain layer's tensors of the same name, so a plain
+    model.pt starts a search, its phiU / phiV stay fresh."""
     if is_external(name):
         if strategy not in STRATEGIES:
             raise _unknown("strategy", strategy, STRATEGIES)
@@ -67,7 +70,10 @@ def build_model(name: str, num_classes: int, strategy: str = "first_bn", lam_dim
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if not isinstance(lam_dim, int) or lam_dim < 1:
         raise ValueError(f"lam_dim must be a positive int, got {lam_dim!r}")
-    return MODELS[name](num_classes, strategy, lam_dim)
+    model = MODELS[name](num_classes, strategy, lam_dim)
+    if checkpoint is not None:  # the same rules as for torchvision: / timm: models (external.py)
+        load_checkpoint_weights(model, checkpoint)
+    return model
 
 
 def hyper_layer_names(model: nn.Module) -> list[str]:

@@ -7,6 +7,7 @@
                       {time, host, device, git sha, from_epoch, changed} to its "resumes" list. A resume never
                       rewrites what the first start recorded.
     metrics.jsonl, log.txt   the run log's (hba_fast/run/log.py)
+    .hba-fast.lock    the OS lock of the process that runs in the folder (hba_fast/run/lock.py)
 
 `check_run_folder` never lets a run overwrite an earlier one silently: it resumes it with the same settings, or asks
 for another folder. Outputs of a finished run (schedule.json, schedule.png, model.pt, result.json) describe a run of
@@ -28,10 +29,11 @@ from pathlib import Path
 import yaml
 
 from .. import atomic
-from ..errors import RunFolderError
+from ..errors import RunFolderError, StopRequested
+from .lock import LOCK_NAME
 from .log import RunLog
 
-RUN_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "log.txt")  # what a start writes
+RUN_FILES = ("config.yaml", "environment.json", "metrics.jsonl", "log.txt", LOCK_NAME)  # what a start writes
 OUTPUTS = ("schedule.json", "schedule.png", "model.pt", "result.json")  # what a finished run writes
 
 
@@ -140,8 +142,12 @@ class RunFolder:
                 with contextlib.suppress(OSError):
                     self.dir.rmdir()  # only when empty
             return
-        what = "interrupted" if isinstance(error, KeyboardInterrupt) else \
-            f"stopped: {type(error).__name__}: {' '.join(str(error).split())}"
+        if isinstance(error, StopRequested):
+            what = str(error)
+        elif isinstance(error, KeyboardInterrupt):
+            what = "interrupted"
+        else:
+            what = f"stopped: {type(error).__name__}: {' '.join(str(error).split())}"
         self.log.note(what)
 
     def set_aside_outputs(self, epochs: int | None, done: int | None) -> Path | None:

@@ -1,6 +1,8 @@
 """What every run does around its data flow: processes, run folder, device, seeds, model placement.
 
-`start_run(cfg)` joins the process group (torchrun) or not, opens the run folder (refusing to overwrite an
+`start_run(cfg)` joins the process group (torchrun) or not, locks the run folder (one process per folder: a second
+one stops before touching anything, hba_fast/run/lock.py), handles the stop signals while the run lasts
+(hba_fast/run/stop.py), opens the run folder (refusing to overwrite an
 earlier run unless it resumes it; removing temporary files of killed writes), picks the device and the CPU
 threads, records config and environment (folder.py: afresh, or as a resume), adds the metrics sinks the config
 asks for (TensorBoard), and seeds torch; a start that fails before training begins removes what it wrote;
@@ -23,7 +25,9 @@ from ..errors import DeviceError
 from .distributed import Dist, broadcast_parameters, setup_distributed, teardown
 from .environment import environment
 from .folder import RUN_FILES, RunFolder, check_run_folder, run_kind
+from .lock import LOCK_NAME, hold_run_folder
 from .log import RunLog
+from .stop import SIGNALS
 
 
 @dataclass(frozen=True)
@@ -121,12 +125,19 @@ def start_run(cfg, extra_info: dict | None = None) -> Iterator[Run]:
     (folder.py). `cfg` is a `hba_fast.config.Config`; `extra_info` goes into config.yaml beside it."""
     dist = setup_distributed()
     out = Path(cfg.run.out_dir)
-    dir_existed = out.exists()
-    existed = {name for name in RUN_FILES if (out / name).exists()}
+    dir_existed, lock_existed = out.exists(), (out / LOCK_NAME).exists()
+    try:  # one process per run folder: a second one stops here, touching nothing
+        lock, lock_note = hold_run_folder(out, dist)
+    except BaseException:
+        teardown(dist)
+        raise
+    existed = {name for name in RUN_FILES if (out / name).exists()} - ({LOCK_NAME} if not lock_existed else set())
     log = RunLog(out, is_main=dist.is_main, progress=cfg.run.progress)
     folder = RunFolder(log)
     try:
-        with log.forward_logging():
+        with log.forward_logging(), SIGNALS.installed():
+            if lock_note:
+                log.info(f"warning: {lock_note}")
             device = pick_device(cfg.train, dist, log.info)
             set_cpu_threads(cfg.run.num_threads, device, log.info)
             check_gpu_options(cfg, device, log.info)
@@ -157,6 +168,7 @@ def start_run(cfg, extra_info: dict | None = None) -> Iterator[Run]:
         raise
     finally:
         log.close_sinks()
+        lock.release()
         teardown(dist)
 
 
