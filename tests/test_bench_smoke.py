@@ -82,3 +82,26 @@ def test_fidelity_gpu_study_runs_end_to_end_in_smoke_mode(tmp_path):
     assert {"baseline", "cutout", "autoaugment", "randaugment", "trivialaugment", "schedule-search-s0",
             "schedule-prior", "schedule-final", "schedule-shuffled"} <= arms
     assert all(0.0 <= r["train_error"] <= 1.0 for r in runs["runs"])
+
+
+def test_schedule_text_prints_the_figure_4_numbers(tmp_path):
+    """bench/schedule_text.py: each op's probability (both copies) and range position, at the chosen epochs."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from schedule_text import schedule_markdown
+
+    from hba_fast.schedule.file import Schedule, write_schedule
+
+    probs = np.zeros((4, 30), np.float32)
+    mags = np.zeros((4, 30), np.float32)
+    mags[:, [10, 11, 12, 13, 25, 26, 27, 28]] = 1.0  # the enhance ops at their identity: position 0
+    probs[3, 4], probs[3, 19], mags[3, 4], mags[3, 19] = 0.5, 0.25, 30.0, 15.0  # Rotate, both copies, epoch 4
+    write_schedule(tmp_path / "schedule.json", Schedule(probs, mags, ranges="search"), {}, {})
+    text = schedule_markdown(str(tmp_path / "schedule.json"), [1, 4, 9])  # 9 is past the end: left out
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["op"] == "| op | ep 1 | ep 4 |"
+    # Rotate at epoch 4: probability 0.75; position (0.5 * 1 + 0.25 * 0.5) / 0.75 = 0.83
+    assert rows["Rotate"] == "| Rotate | 0.00 / 0.00 | 0.75 / 0.83 |"
+    assert rows["Equalize"] == "| Equalize | 0.00 | 0.00 |"  # no magnitude
+    assert rows["Contrast"] == "| Contrast | 0.00 / 0.00 | 0.00 / 0.00 |"
