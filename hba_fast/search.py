@@ -17,8 +17,7 @@ from .atomic import save_torch
 from .augment.spaces import build_space
 from .augment.table_space import TableSpace
 from .config import Config
-from .data import build_pipeline
-from .data import resolve_backend
+from .data import build_pipeline, resolve_backend
 from .data.datasets import load_splits
 from .engine.hyperparams import Hyperparams
 from .engine.trainer import Trainer
