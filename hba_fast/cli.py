@@ -223,7 +223,8 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
 def add_tune_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="baselines at fixed hyperparameters of a regularisation space (policy.space, "
                        "e.g. stn-cifar): random search, the fixed initial values (paper Table 6)")
-    p.add_argument("config", help="YAML config of a search in that space (e.g. configs/stn-alexnet-cifar10.yaml)")
+    p.add_argument("config", nargs="?", help="YAML config of a search in that space (e.g. "
+                   "configs/stn-alexnet-cifar10.yaml; without one: the demo config and --set)")
     p.add_argument("--random", type=int, default=0, metavar="N", help="random search: N trials at values drawn "
                    "uniformly in the space's ranges, each a run of --trial-epochs; the best by validation loss is "
                    "retrained for --final-epochs (run.out_dir/random/trial<k>, random/best, random-search.json); "
