@@ -21,7 +21,7 @@ from hba_fast import atomic  # noqa: E402
 from hba_fast.schedule.trajectory import plot_trajectory, read_trajectory  # noqa: E402
 
 METHODS = ("hba", "stn", "random", "fixed")
-LABELS = {"hba": "HBA (conv)", "stn": "STN (its method, all layers)", "random": "random search (4 x 1 epoch + best)",
+LABELS = {"hba": "HBA (conv)", "stn": "STN (its method, all layers)", "random": "random search (6 x 2 epochs + best)",
           "fixed": "fixed STN initial values"}
 
 
