@@ -240,6 +240,23 @@ def test_search_in_stn_space_end_to_end(tmp_path, method):
     build_model(saved["model"], 10, "none", 15).load_state_dict(saved["state_dict"])
     assert main(["plot", str(out / "schedule.json"), "--out", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").stat().st_size > 5_000
+    from hba_fast.errors import ScheduleError
+    from hba_fast.schedule.file import read_schedule
+
+    with pytest.raises(ScheduleError, match="not an augmentation schedule"):
+        read_schedule(out / "schedule.json")
+
+
+def test_shipped_stn_config_runs_end_to_end(tmp_path):
+    """configs/stn-alexnet-cifar10.yaml (STN's full-size AlexNet) on the generated dataset, two steps."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "stn-alexnet-cifar10.yaml"
+    sets = ["data.dataset=shapes10", "data.num_train=64", "data.num_val=32", "data.num_test=32", "data.batch_size=16",
+            "train.epochs=1", "train.steps_per_epoch=2", "train.hyper_warmup_epochs=0", "run.progress=false",
+            f"run.out_dir={tmp_path}"]
+    assert main(["search", str(config), *_sets(*sets)]) == 0
+    assert json.loads((tmp_path / "schedule.json").read_text())["space"] == "stn-cifar"
 
 
 def test_stn_method_needs_strategy_all(tmp_path, capsys):
