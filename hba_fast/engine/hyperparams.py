@@ -1,8 +1,10 @@
 """The searched hyperparameters lambda: where they live, how they are drawn around and stepped.
 
-lambda (54,) is the search's one central variable (SPEC 3, paper Algorithm 1); (54,) for PBA's space, the default,
-(lam_dim,) for any other space of the registry (augment/spaces.py: e.g. STN's 15 regularisation hyperparameters,
-whose lambda_i the pipeline hands on untouched and the model applies). Its walk through a search:
+lambda is the search's one central variable (SPEC 3, paper Algorithm 1): (54,) in PBA's space, the default, and
+(lam_dim,) in any other space of the registry (augment/spaces.py: e.g. STN's 15 regularisation hyperparameters,
+whose lambda_i the pipeline hands on untouched and the model applies; the entry of an epoch is then the space's
+`schedule_entry`, values by name). STN's method (train.method=stn) adds a learned perturbation scale per entry
+(`Hyperparams(tune_scale=True)`, see `hyper_lam` and `step`). Its walk through a search (PBA's space):
 
     config (policy.*, optim.hyper_lr) -> Hyperparams(space, sigma, hyper_lr, device, init, init_prob, init_magnitude)
       -> weight steps: the pipeline asks `hyper.sampler.sample(B, epoch, device)` for each training batch:
