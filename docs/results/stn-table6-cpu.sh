@@ -13,7 +13,7 @@
 #   bash docs/results/stn-table6-cpu.sh fixed S       # plain training at STN's initial values
 #   bash docs/results/stn-table6-cpu.sh random S      # random search: 6 trials x 2 epochs, best retrained
 #   bash docs/results/stn-table6-cpu.sh all           # every step, seeds 0 1 2, one at a time
-#   bash docs/results/stn-table6-cpu.sh table         # docs/results/stn-table6-cpu.{md,json} + trajectory figures
+#   bash docs/results/stn-table6-cpu.sh table         # docs/results/stn-table6-cpu-table.md, .json + trajectory figures
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-/work/data/cifar10}
@@ -33,7 +33,7 @@ case "$step" in
   random) "${HBA[@]}" tune $CFG --random 6 --trial-epochs 2 "${COMMON[@]}" --set train.seed="$seed" \
             --set run.out_dir="$OUT/random/seed$seed" ;;
   all)    for s in 0 1 2; do for m in hba stn fixed random; do bash "$0" "$m" "$s"; done; done ;;
-  table)  python bench/stn_table6.py "$OUT" --md docs/results/stn-table6-cpu.md --json docs/results/stn-table6-cpu.json \
+  table)  python bench/stn_table6.py "$OUT" --md docs/results/stn-table6-cpu-table.md --json docs/results/stn-table6-cpu.json \
             --figures docs/results ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
