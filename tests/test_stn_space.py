@@ -40,6 +40,18 @@ def test_registry_and_stn_space():
     assert torch.allclose(space.values(space.encode(v)), v, atol=1e-4)
 
 
+def test_table_space_transforms():
+    from hba_fast.augment.table_space import Hyperparameter, TableSpace
+
+    space = TableSpace("t", (Hyperparameter("rate", 0.0, 1.0, 0.2), Hyperparameter("scale", 1e-3, 10.0, 0.5, "log"),
+                             Hyperparameter("holes", 0.0, 4.0, 1.5, discrete=True)))
+    lam = space.init_lam()
+    assert lam.tolist() == pytest.approx([math.log(0.2 / 0.8), math.log(0.5), math.log(1.5 / 2.5)], abs=1e-6)
+    assert space.values(lam).tolist() == pytest.approx([0.2, 0.5, 1.5], abs=1e-6)
+    assert space.used_values(lam).tolist() == pytest.approx([0.2, 0.5, 1.0], abs=1e-6)
+    assert space.schedule_entry(3, lam)["values"] == pytest.approx({"rate": 0.2, "scale": 0.5, "holes": 1.0})
+
+
 def test_pba_schedule_entry_is_unchanged():
     """The PBA space's schedule entry is the one the search always wrote: lam, probs, mags decoded from lambda."""
     space = SearchSpace()

@@ -24,7 +24,7 @@ class Hyperparameter:
     """One entry of lambda in a table space."""
 
     name: str  # e.g. 'dropout0', 'hue', 'cutlength'
-    lo: float  # the value's range [lo, hi] (logit transform); lo is ignored for `log`
+    lo: float  # the value's range [lo, hi]; for a `log` entry only random search's range (hba-fast tune)
     hi: float
     init: float  # the value at the search's start
     transform: str = "logit"  # logit: lo + (hi - lo) sigmoid(lambda); log: exp(lambda)

@@ -57,7 +57,9 @@ class Regularised(nn.Module):
 
     def augment(self, x: Tensor, v: Tensor) -> Tensor:
         """The input consumers at per-sample values v (B, H) (module docstring)."""
-        get = lambda name: self._value(v, name)  # noqa: E731
+        def get(name: str) -> Tensor | None:
+            return self._value(v, name)
+
         if get("hue") is not None:
             img = (x * self.std + self.mean).clamp(0.0, 1.0)
             factors = reg.jitter_factors(*(reg.robustify(get(n)) for n in ("bright", "contrast", "sat", "hue")))
