@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hba_fast import atomic  # noqa: E402
 from hba_fast.schedule.trajectory import plot_trajectory, read_trajectory  # noqa: E402
 
-METHODS = ("hba", "stn", "random", "fixed")
-LABELS = {"hba": "HBA (conv)", "stn": "STN (its method, all layers)", "random": "random search (6 x 2 epochs + best)",
-          "fixed": "fixed STN initial values"}
+METHODS = ("hba", "stn", "random", "fixed", "hba-frozen", "hba-values")
+LABELS = {"hba": "HBA (conv)", "stn": "STN (its method, all layers)", "random": "random search (4 x 4 epochs + best)",
+          "fixed": "fixed STN initial values", "hba-frozen": "diagnostic: HBA, lambda frozen (hyper_lr 0)",
+          "hba-values": "diagnostic: plain net at HBA's final values"}
 
 
 def _final(folder: Path) -> dict | None:
@@ -35,10 +36,10 @@ def _final(folder: Path) -> dict | None:
 
 
 def result(runs: Path, method: str, seed_dir: Path) -> dict | None:
-    if method in ("hba", "stn"):
+    if method in ("hba", "stn", "hba-frozen"):
         return _final(seed_dir)
-    if method == "fixed":
-        f = seed_dir / "fixed" / "result.json"
+    if method in ("fixed", "hba-values"):
+        f = seed_dir / method.split("-")[-1] / "result.json"
         return json.loads(f.read_text()) if f.exists() else None
     f = seed_dir / "random-search.json"
     if not f.exists():

@@ -1,7 +1,7 @@
 """Command line: `hba-fast search [CONFIG]`, `train CONFIG --schedule F | --augment A`, `compare CONFIG --arms
-A,B,schedule:F,pba:P --seeds N`, `tune CONFIG --random N | --fixed`, `export`, `plot` (--help). A schedule is a
-schedule.json, a json-flat export or a PBA file (pba:FILE); a search in another space than PBA's (policy.space)
-writes its hyperparameters' trajectory as schedule.json, which `plot` draws.
+A,B,schedule:F,pba:P --seeds N`, `tune CONFIG --random N | --fixed | --values F`, `export`, `plot` (--help). A
+schedule is a schedule.json, a json-flat export or a PBA file (pba:FILE); a search in another space than PBA's
+(policy.space) writes its hyperparameters' trajectory as schedule.json, which `plot` draws.
 
 A stop signal (SIGTERM, SIGINT, SIGUSR1: hba_fast/run/stop.py) ends a run after its checkpoint with one line on
 stderr (what stopped it, the step, the command that continues) and exit code 128 + the signal's number.
@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "tune":
             from .tune import tune
 
-            if not args.random and not args.fixed:
-                parser.error("tune needs --random N (N >= 1) and/or --fixed")
+            if not args.random and not args.fixed and not args.values:
+                parser.error("tune needs --random N (N >= 1), --fixed or --values SCHEDULE")
             tune(cfg, trials=args.random, fixed=args.fixed, trial_epochs=args.trial_epochs,
-                 final_epochs=args.final_epochs)
+                 final_epochs=args.final_epochs, values=args.values)
         else:
             from .train import train
 
@@ -230,10 +230,12 @@ def add_tune_parser(sub) -> argparse.ArgumentParser:
                    "retrained for --final-epochs (run.out_dir/random/trial<k>, random/best, random-search.json); "
                    "resumable per trial")
     p.add_argument("--fixed", action="store_true", help="one run at the space's initial values (run.out_dir/fixed)")
+    p.add_argument("--values", metavar="SCHEDULE", help="one run at the last epoch's values of a search's "
+                   "schedule.json in this space (run.out_dir/values)")
     p.add_argument("--trial-epochs", type=int, default=None, metavar="E", help="epochs of a trial (default "
                    "train.epochs)")
-    p.add_argument("--final-epochs", type=int, default=None, metavar="F", help="epochs of the retrained best and of "
-                   "--fixed (default train.epochs)")
+    p.add_argument("--final-epochs", type=int, default=None, metavar="F", help="epochs of the retrained best, of "
+                   "--fixed and of --values (default train.epochs)")
     return p
 
 

@@ -8,6 +8,9 @@
         epochs (default train.epochs) in <out>/best.
     hba-fast tune CONFIG --fixed [--final-epochs F]
         one run at the space's initial values (STN's start: the "fixed initial hyperparameters" row), in <out>/fixed.
+    hba-fast tune CONFIG --values SCHEDULE [--final-epochs F]
+        one run at the values of the last epoch of a search's schedule.json in this space (what it found), in
+        <out>/values.
 
 A fixed run is `search`'s data flow without hyper steps: the pipeline hands no lambda_i, the model
 (models/regularised.py) applies the fixed values to every sample (the same augmentation and dropout consumers as a
@@ -38,6 +41,7 @@ from .errors import ConfigError
 from .models import build_model
 from .models.regularised import Regularised
 from .run.session import place_model, start_run
+from .schedule.trajectory import read_trajectory
 
 
 def _space(cfg: Config) -> TableSpace:
@@ -106,12 +110,25 @@ def _with_epochs(cfg: Config, epochs: int | None) -> Config:
     return cfg if epochs is None else dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
 
 
+def searched_values(space: TableSpace, path: str | Path) -> dict[str, float]:
+    """The values of the last epoch of a search's schedule.json (a trajectory in `space`)."""
+    doc = read_trajectory(path)
+    if doc["space"] != space.name or not doc["epochs"]:
+        raise ConfigError(f"{path} holds {len(doc['epochs'])} epoch(s) of space {doc['space']!r}, this config's "
+                          f"space is {space.name!r}: give the schedule.json of a search in this space")
+    return {n: float(v) for n, v in doc["epochs"][-1]["values"].items()}
+
+
 def tune(cfg: Config, trials: int = 0, fixed: bool = False, trial_epochs: int | None = None,
-         final_epochs: int | None = None) -> dict:
-    """Random search (`trials` > 0) and/or the fixed initial values (`fixed`); see the module docstring."""
+         final_epochs: int | None = None, values: str | None = None) -> dict:
+    """Random search (`trials` > 0), the fixed initial values (`fixed`), a search's values (`values`: its
+    schedule.json); see the module docstring."""
     space = _space(cfg)
     out = Path(cfg.run.out_dir)
     report: dict = {"space": space.name, "config": cfg.to_dict()}
+    if values is not None:
+        found = searched_values(space, values)
+        report["values"] = fixed_run(_with_epochs(cfg, final_epochs), found, out / "values")
     if fixed:
         init = {h.name: h.init for h in space.hyperparameters}
         report["fixed"] = fixed_run(_with_epochs(cfg, final_epochs), init, out / "fixed")

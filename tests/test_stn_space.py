@@ -250,6 +250,11 @@ def test_search_in_stn_space_end_to_end(tmp_path, method):
     assert final["kind"] == "final" and final["val_loss"] > 0 and final["test_loss"] > 0
     saved = torch.load(out / "model.pt", weights_only=False)
     build_model(saved["model"], 10, "none", 15).load_state_dict(saved["state_dict"])
+    if method == "hba":  # a plain net retrained at the values the search found
+        assert main(["tune", "--values", str(out / "schedule.json"), "--final-epochs", "1",
+                     *_sets(*TINY, f"run.out_dir={tmp_path / 'tune'}")]) == 0
+        found = json.loads((tmp_path / "tune" / "values" / "result.json").read_text())
+        assert found["values"] == pytest.approx(doc["epochs"][-1]["values"]) and found["test_loss"] > 0
     assert main(["plot", str(out / "schedule.json"), "--out", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").stat().st_size > 5_000
     from hba_fast.errors import ScheduleError
