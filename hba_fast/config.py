@@ -343,6 +343,12 @@ def from_dict(raw: dict | None) -> Config:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    if "space" in raw:  # SPEC 9 spells the search space `space: pba | stn-cifar` at the top: policy.space
+        raw = dict(raw)
+        space, policy = raw.pop("space"), dict(raw.get("policy") or {})
+        if policy.setdefault("space", space) != space:
+            raise ConfigError(f"space: {space!r} and policy.space: {policy['space']!r} disagree; give one of them")
+        raw["policy"] = policy
     sections = {}
     for name, section_raw in raw.items():
         if name not in _OWNER:

@@ -40,6 +40,18 @@ def test_registry_and_stn_space():
     assert torch.allclose(space.values(space.encode(v)), v, atol=1e-4)
 
 
+def test_top_level_space_key_is_policy_space():
+    from hba_fast.config import from_dict
+    from hba_fast.errors import ConfigError
+
+    assert from_dict({"space": "stn-cifar"}).policy.space == "stn-cifar"
+    assert from_dict({}).policy.space == "pba"
+    with pytest.raises(ConfigError, match="disagree"):
+        from_dict({"space": "stn-cifar", "policy": {"space": "pba"}})
+    with pytest.raises(ConfigError, match="did you mean 'stn-cifar'"):
+        from_dict({"space": "stn-cifa"})
+
+
 def test_table_space_transforms():
     from hba_fast.augment.table_space import Hyperparameter, TableSpace
 
