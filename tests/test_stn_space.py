@@ -183,6 +183,21 @@ def _regularised(strategy="conv", hyper_dropout="off"):
     return Regularised(net, space, torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.25, 0.25, 0.25]), hyper_dropout)
 
 
+@pytest.mark.parametrize("strategy", ["conv", "all"])
+def test_alexnet_stn_materializes(strategy):
+    """STN's AlexNet shape (5 convs, pools after 0, 1, 4, 2x2 before fc) and theta(lam) as a plain net."""
+    from hba_fast.models import materialize
+
+    torch.manual_seed(6)
+    net = build_model("alexnet-stn", 10, strategy, 15).eval()
+    assert [c.out_channels for c in net.convs] == [64, 192, 384, 256, 256] and net.fc1.in_features == 1024
+    assert net.fc2.out_features == 4096
+    x, lam = torch.randn(2, 3, 32, 32), torch.randn(15)
+    plain = build_model("alexnet-stn", 10, "none", 15).eval()
+    plain.load_state_dict(materialize(net, lam).state_dict())
+    assert torch.allclose(plain(x), net(x, lam), atol=1e-5)
+
+
 def test_regularised_applies_per_sample_in_training_only():
     torch.manual_seed(4)
     model = _regularised()
