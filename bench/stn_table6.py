@@ -4,10 +4,10 @@ error per method, mean and sample std over seeds, and wall time; the hyperparame
     PYTHONPATH=$PWD python bench/stn_table6.py RUNS --md docs/results/stn-table6-cpu.md \
         --json docs/results/stn-table6-cpu.json --figures docs/results
 
-RUNS holds hba/seed<k> and stn/seed<k> (search run folders: the `final` row of metrics.jsonl; wall time: the longest
-`final` row's, as a finished run started again writes one for its evaluation only), fixed/seed<k>/fixed
-and random/seed<k> (`hba-fast tune`: result.json, random-search.json; a random search's wall time is the sum of its
-trials and its retrained best). A run that has not finished is left out and counted.
+RUNS holds hba/seed<k> and stn/seed<k> (search run folders: the `final` row of metrics.jsonl), fixed/seed<k>/fixed
+and random/seed<k> (`hba-fast tune`: result.json, random-search.json). Training time: from a run's first metrics
+row to its last epoch row (`train_s`; a random search's is the sum over its trials and its retrained best; run
+start-up and the final evaluation are not counted). A run that has not finished is left out and counted.
 """
 from __future__ import annotations
 
@@ -27,28 +27,32 @@ LABELS = {"hba": "HBA (conv)", "stn": "STN (its method, all layers)", "random": 
           "hba-values": "diagnostic: plain net at HBA's final values"}
 
 
-def _final(folder: Path) -> dict | None:
+def _rows(folder: Path) -> list[dict]:
     metrics = folder / "metrics.jsonl"
-    if not metrics.exists():
-        return None
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    final = [r for r in rows if r.get("kind") == "final"]
-    # a finished search run again only evaluates and writes a final row of its own: the longest is the training's
-    return {**final[-1], "wall_s": max(r["wall_s"] for r in final)} if final else None
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+
+
+def train_s(folder: Path) -> float:
+    """Training time of a run: from its first metrics row to its last epoch row (metrics.jsonl keeps the rows of
+    the training itself when a finished run is started again, unlike the final row's wall time)."""
+    rows = _rows(folder)
+    return max(r["time"] for r in rows if r["kind"] == "epoch") - min(r["time"] for r in rows)
 
 
 def result(runs: Path, method: str, seed_dir: Path) -> dict | None:
     if method in ("hba", "stn", "hba-frozen"):
-        return _final(seed_dir)
+        final = [r for r in _rows(seed_dir) if r.get("kind") == "final"]
+        return {**final[-1], "train_s": train_s(seed_dir)} if final else None
     if method in ("fixed", "hba-values"):
-        f = seed_dir / method.split("-")[-1] / "result.json"
-        return json.loads(f.read_text()) if f.exists() else None
+        folder = seed_dir / method.split("-")[-1]
+        f = folder / "result.json"
+        return {**json.loads(f.read_text()), "train_s": train_s(folder)} if f.exists() else None
     f = seed_dir / "random-search.json"
     if not f.exists():
         return None
     doc = json.loads(f.read_text())
-    return {**doc["best"], "wall_s": sum(t["wall_s"] for t in doc["trials"]) + doc["best"]["wall_s"],
-            "best_trial": doc["best_trial"]}
+    folders = [seed_dir / "random" / f"trial{k}" for k in range(len(doc["trials"]))] + [seed_dir / "random" / "best"]
+    return {**doc["best"], "train_s": sum(train_s(d) for d in folders), "best_trial": doc["best_trial"]}
 
 
 def _stat(values: list[float]) -> dict:
@@ -70,7 +74,7 @@ def main() -> None:
         if not done:
             continue
         row = {"seeds": sorted(done), "unfinished": len(seeds) - len(done)}
-        for key in ("val_loss", "test_loss", "test_error", "wall_s"):
+        for key in ("val_loss", "test_loss", "test_error", "train_s"):
             row[key] = _stat([done[s][key] for s in sorted(done)])
         table[method] = row
         if args.figures and method in ("hba", "stn"):
@@ -88,10 +92,11 @@ def main() -> None:
     def unfinished(row: dict) -> str:
         return f" ({row['unfinished']} unfinished)" if row["unfinished"] else ""
 
-    lines = ["| method | val loss | test loss | test error (%) | wall time (s) | seeds |", "|---|---|---|---|---|---|"]
+    lines = ["| method | val loss | test loss | test error (%) | training time (s) | seeds |",
+             "|---|---|---|---|---|---|"]
     for method, row in table.items():
         lines.append(f"| {LABELS[method]} | {cell(row['val_loss'], '.3f')} | {cell(row['test_loss'], '.3f')} | "
-                     f"{cell(row['test_error'], '.2f', 100)} | {cell(row['wall_s'], '.0f')} | {len(row['seeds'])}"
+                     f"{cell(row['test_error'], '.2f', 100)} | {cell(row['train_s'], '.0f')} | {len(row['seeds'])}"
                      f"{unfinished(row)} |")
     text = "\n".join(lines) + "\n"
     print(text)
