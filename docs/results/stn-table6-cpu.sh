@@ -6,7 +6,7 @@
 # 4,000 train / 1,000 val / 2,000 test images (data.split_seed 0), STN's optimiser settings but lr 0.05 (the
 # config says why), $EPOCHS epochs (20),
 # one thread per process (OMP_NUM_THREADS=1), nice 15. Every step resumes where it stopped when run again (a finished
-# run is read back).
+# run is read back). EXTRA="section.key=value ..." adds overrides to every step (a variant: give it its own OUT).
 #
 #   bash docs/results/stn-table6-cpu.sh hba S         # HBA search, train.seed S (0, 1, 2)
 #   bash docs/results/stn-table6-cpu.sh stn S         # STN's method, same model, data and budget
@@ -25,6 +25,7 @@ export OMP_NUM_THREADS=1 PYTHONPATH=$PWD  # python: the one with torch (e.g. . /
 HBA=(nice -n 15 python -m hba_fast.cli)
 CFG=configs/stn-alexnet-cifar10-reduced.yaml
 COMMON=(--set "data.path=$DATA" --set "train.epochs=$EPOCHS" --set train.device=cpu --set run.progress=false)
+for extra in ${EXTRA:-}; do COMMON+=(--set "$extra"); done  # e.g. EXTRA="optim.hyper_lr=0.03" OUT=runs/other
 step=${1:?usage: stn-table6-cpu.sh hba|stn|fixed|random SEED, or table}
 seed=${2:-0}
 case "$step" in
