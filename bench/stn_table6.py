@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--md", type=Path)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--figures", type=Path)
+    ap.add_argument("--prefix", default="stn-table6-cpu", help="file name prefix of the figures")
     args = ap.parse_args()
     table = {}
     for method in METHODS:
@@ -80,7 +81,7 @@ def main() -> None:
         if args.figures and method in ("hba", "stn"):
             for s in sorted(done):
                 path = args.runs / method / s / "schedule.json"
-                plot_trajectory(args.figures / f"stn-table6-cpu-{method}-{s}.png", read_trajectory(path),
+                plot_trajectory(args.figures / f"{args.prefix}-{method}-{s}.png", read_trajectory(path),
                                 title=f"{LABELS[method]}, {s}: hyperparameters per epoch")
     if args.json:
         atomic.write_json(args.json, table)
