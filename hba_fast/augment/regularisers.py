@@ -102,8 +102,9 @@ def cutout_centres(batch: int, max_holes: int, height: int, width: int, device,
                    generator: torch.Generator | None = None) -> Tensor:
     """long (B, max_holes, 2): uniform hole centres (row, column), as STN's np.random.randint(h), randint(w)."""
     u = torch.rand((batch, max_holes, 2), generator=generator, device=device)
-    size = torch.tensor([height, width], device=device)
-    return (u * size).long().clamp_max(size - 1)
+    rows = (u[..., 0] * height).long().clamp_max(height - 1)  # no host tensor copied in: capturable
+    cols = (u[..., 1] * width).long().clamp_max(width - 1)
+    return torch.stack([rows, cols], -1)
 
 
 def cutout(x: Tensor, length: Tensor, holes: Tensor, centres: Tensor) -> Tensor:
