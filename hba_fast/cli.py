@@ -1,6 +1,7 @@
 """Command line: `hba-fast search [CONFIG]`, `train CONFIG --schedule F | --augment A`, `compare CONFIG --arms
-A,B,schedule:F,pba:P --seeds N`, `export`, `plot` (--help). A schedule is a schedule.json, a json-flat export or a
-PBA file (pba:FILE).
+A,B,schedule:F,pba:P --seeds N`, `tune CONFIG --random N | --fixed | --values F`, `export`, `plot` (--help). A
+schedule is a schedule.json, a json-flat export or a PBA file (pba:FILE); a search in another space than PBA's
+(policy.space) writes its hyperparameters' trajectory as schedule.json, which `plot` draws.
 
 A stop signal (SIGTERM, SIGINT, SIGUSR1: hba_fast/run/stop.py) ends a run after its checkpoint with one line on
 stderr (what stopped it, the step, the command that continues) and exit code 128 + the signal's number.
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                      "(a PBA schedule file, e.g. PBA's published rcifar10_16_wrn.txt; pba:FILE@H: it covers H epochs)")
     how.add_argument("--augment", metavar="NAME", help=f"a hand-made augmentation instead: {AUGMENT_HELP}")
     p_compare = add_compare_parser(sub)
-    for p in (p_search, p_train, p_compare):
+    p_tune = add_tune_parser(sub)
+    for p in (p_search, p_train, p_compare, p_tune):
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value (YAML syntax), e.g. --set train.epochs=3")
     _add_export(sub)
@@ -104,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             search(cfg)
         elif args.command == "compare":
             run_compare(cfg, args)
+        elif args.command == "tune":
+            from .tune import tune
+
+            if not args.random and not args.fixed and not args.values:
+                parser.error("tune needs --random N (N >= 1), --fixed or --values SCHEDULE")
+            tune(cfg, trials=args.random, fixed=args.fixed, trial_epochs=args.trial_epochs,
+                 final_epochs=args.final_epochs, values=args.values)
         else:
             from .train import train
 
@@ -173,8 +182,10 @@ def _export(args) -> int:
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="draw a schedule: Figure 4 (magnitudes, per-op probabilities and magnitudes)")
-    p.add_argument("schedule", help="schedule.json, a json-flat export, or pba:FILE (a PBA schedule file)")
+    p = sub.add_parser("plot", help="draw a schedule: Figure 4 (magnitudes, per-op probabilities and magnitudes); "
+                       "for another search space (policy.space, e.g. stn-cifar) its hyperparameters per epoch")
+    p.add_argument("schedule", help="schedule.json (of any search space), a json-flat export, or pba:FILE (a PBA "
+                   "schedule file)")
     p.add_argument("--out", help="PNG to write (default: the schedule's name with .png)")
     p.set_defaults(run=_plot)
 
@@ -183,10 +194,14 @@ def _plot(args) -> int:
     from .schedule.file import read_schedule
     from .schedule.pba import PREFIX, split_spec
     from .schedule.plot import plot_schedule
+    from .schedule.trajectory import is_trajectory, plot_trajectory, read_trajectory
 
     path = split_spec(args.schedule)[0] if args.schedule.startswith(PREFIX) else Path(args.schedule)
     out = Path(args.out) if args.out else path.with_suffix(".png")
-    plot_schedule(out, read_schedule(args.schedule), title=path.name)
+    if is_trajectory(path):  # a search in another space than PBA's (schedule/trajectory.py)
+        plot_trajectory(out, read_trajectory(path), title=path.name)
+    else:
+        plot_schedule(out, read_schedule(args.schedule), title=path.name)
     print(f"hba-fast: wrote {out}")
     return 0
 
@@ -202,6 +217,25 @@ def add_compare_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--only-seed", type=int, default=None, metavar="K",
                    help="run only the pairs of seed K (0..N-1) and write no table: spread one comparison over "
                         "several processes; a call without it writes the table from the finished pairs")
+    return p
+
+
+def add_tune_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("tune", help="baselines at fixed hyperparameters of a regularisation space (policy.space, "
+                       "e.g. stn-cifar): random search, the fixed initial values (paper Table 6)")
+    p.add_argument("config", nargs="?", help="YAML config of a search in that space (e.g. "
+                   "configs/stn-alexnet-cifar10.yaml; without one: the demo config and --set)")
+    p.add_argument("--random", type=int, default=0, metavar="N", help="random search: N trials at values drawn "
+                   "uniformly in the space's ranges, each a run of --trial-epochs; the best by validation loss is "
+                   "retrained for --final-epochs (run.out_dir/random/trial<k>, random/best, random-search.json); "
+                   "resumable per trial")
+    p.add_argument("--fixed", action="store_true", help="one run at the space's initial values (run.out_dir/fixed)")
+    p.add_argument("--values", metavar="SCHEDULE", help="one run at the last epoch's values of a search's "
+                   "schedule.json in this space (run.out_dir/values)")
+    p.add_argument("--trial-epochs", type=int, default=None, metavar="E", help="epochs of a trial (default "
+                   "train.epochs)")
+    p.add_argument("--final-epochs", type=int, default=None, metavar="F", help="epochs of the retrained best, of "
+                   "--fixed and of --values (default train.epochs)")
     return p
 
 

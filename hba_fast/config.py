@@ -67,6 +67,12 @@ def _policy_forms():
     return POLICY_FORMS
 
 
+def _spaces():
+    from .augment.spaces import SPACES
+
+    return SPACES
+
+
 def _strategies():
     from .models import STRATEGIES
 
@@ -127,6 +133,10 @@ class PolicyConfig:
     # end (enhance ops 0.955 at 0.05; the same as paper for the other ops)
     init_prob: float = field(default=0.05, metadata=_searched(1e-4, 0.9999))  # every slot's initial probability
     init_magnitude: float = field(default=0.05, metadata=_searched(1e-4, 0.9999))  # fraction of the range (above)
+    space: str = field(default="pba", metadata=_range(choices=_spaces))  # what lambda holds (augment/spaces.py):
+    # pba = PBA's 54-entry augmentation space; stn-cifar = STN's 15 dropout and augmentation hyperparameters (4.3)
+    entropy_weight: float = field(default=1e-3, metadata=_searched(0.0, 10.0))  # train.method=stn only: weight of
+    # the perturbation's entropy bonus in the scale's objective (STN's --entropy_weight; its README runs 1e-3)
 
 
 @dataclass(frozen=True)
@@ -190,6 +200,13 @@ class TrainConfig:
     # step: eval mode (running statistics, as STN / Delta-STN), or batch statistics with the running ones left alone
     hyper_warmup_epochs: int = field(default=1, metadata=_searched(0))  # epochs of weight steps before the first
     # hyper step (STN trains 5 epochs first); lambda stays at its initial value until then
+    method: str = field(default="hba", metadata=_searched(choices=("hba", "stn")))  # hba: the paper's (fixed
+    # perturbation policy.sigma, one shared lambda in the hyper step); stn: STN's own (a learned perturbation scale
+    # per entry with policy.entropy_weight, perturbed lambda in the hyper step; needs model.strategy=all, STN's
+    # hypernetwork)
+    hyper_dropout: str = field(default="off", metadata=_searched(choices=("off", "concrete")))  # a regularisation
+    # space's dropout in the hyper step: off (STN's code: eval mode, rates reach the loss through the hypernetwork
+    # only) or concrete (relaxed Bernoulli masks at lambda's rates: a direct gradient; models/dropout.py)
 
 
 @dataclass(frozen=True)
@@ -326,6 +343,12 @@ def from_dict(raw: dict | None) -> Config:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    if "space" in raw:  # SPEC 9 spells the search space `space: pba | stn-cifar` at the top: policy.space
+        raw = dict(raw)
+        space, policy = raw.pop("space"), dict(raw.get("policy") or {})
+        if policy.setdefault("space", space) != space:
+            raise ConfigError(f"space: {space!r} and policy.space: {policy['space']!r} disagree; give one of them")
+        raw["policy"] = policy
     sections = {}
     for name, section_raw in raw.items():
         if name not in _OWNER:

@@ -25,6 +25,7 @@ NUM_SLOTS = 2 * NUM_OPS  # 30
 class SearchSpace:
     """lambda (..., 54) <-> probabilities (..., 30) and magnitudes (..., 30) of the 30 slots."""
 
+    name: str = "pba"  # its name in the registry of search spaces (spaces.py, config policy.space)
     num_slots: int = NUM_SLOTS
     lam_dim: int = NUM_SLOTS + 2 * sum(op.has_magnitude for op in OPS)  # 54
 
@@ -50,6 +51,16 @@ class SearchSpace:
     def slot_names(self) -> list[str]:
         """'ShearX.0', ..., 'Cutout.0', 'ShearX.1', ..., 'Cutout.1' (op name . copy)."""
         return [f"{OPS[k].name}.{c}" for k, c in zip(self.slot_ops, self.slot_copies)]
+
+    def entry_names(self) -> list[str]:
+        """A name per lambda entry: 'ShearX.0.prob', ..., then 'ShearX.0.magnitude', ... (the 24 with a magnitude)."""
+        names = self.slot_names()
+        return [f"{n}.prob" for n in names] + [f"{names[j]}.magnitude" for j in self.mag_slots]
+
+    def schedule_entry(self, epoch: int, lam: torch.Tensor) -> dict:
+        """One epoch's schedule entry {"epoch", "lam", "probs", "mags"} from lambda (54,) (schedule.json's)."""
+        probs, mags = self.decode(lam.float().cpu())
+        return {"epoch": epoch, "lam": lam.cpu().tolist(), "probs": probs.tolist(), "mags": mags.tolist()}
 
     def bounds(
         self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32

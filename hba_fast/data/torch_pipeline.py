@@ -126,6 +126,8 @@ class TorchPipeline:
             static = self.static_policy if static is None else static
             if sample.draw is not None:  # a fixed policy's ready draw (baselines.py)
                 images = apply_draw(images, sample.draw, static=static, generator=g)
+            elif sample.probs is None:  # a regularisation space (augment/spaces.py): the model applies lambda_i
+                pass
             else:
                 images = apply_policy(images, sample.probs, sample.mags, generator=g, static=static)
             lam = sample.lam

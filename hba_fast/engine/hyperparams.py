@@ -1,6 +1,10 @@
-"""The augmentation hyperparameters lambda: where they live, how they are drawn around and stepped.
+"""The searched hyperparameters lambda: where they live, how they are drawn around and stepped.
 
-lambda (54,) is the search's one central variable (SPEC 3, paper Algorithm 1). Its walk through a search:
+lambda is the search's one central variable (SPEC 3, paper Algorithm 1): (54,) in PBA's space, the default, and
+(lam_dim,) in any other space of the registry (augment/spaces.py: e.g. STN's 15 regularisation hyperparameters,
+whose lambda_i the pipeline hands on untouched and the model applies; the entry of an epoch is then the space's
+`schedule_entry`, values by name). STN's method (train.method=stn) adds a learned perturbation scale per entry
+(`Hyperparams(tune_scale=True)`, see `hyper_lam` and `step`). Its walk through a search (PBA's space):
 
     config (policy.*, optim.hyper_lr) -> Hyperparams(space, sigma, hyper_lr, device, init, init_prob, init_magnitude)
       -> weight steps: the pipeline asks `hyper.sampler.sample(B, epoch, device)` for each training batch:
@@ -33,16 +37,18 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..augment.sampler import PolicySample
 from ..augment.space import SearchSpace
+from ..augment.table_space import TableSpace
 
 
 class SearchSampler:
     """Per-sample lambda_i = lambda + sigma * N(0, I) around the live hyperparameter `lam` (54,)."""
 
-    def __init__(self, lam: torch.Tensor, sigma: float, space: SearchSpace | None = None,
+    def __init__(self, lam: torch.Tensor, sigma: float, space: SearchSpace | TableSpace | None = None,
                  generator: torch.Generator | None = None):
         space = space if space is not None else SearchSpace()
         if lam.dim() != 1 or lam.numel() != space.lam_dim:
@@ -50,6 +56,7 @@ class SearchSampler:
         if not (sigma >= 0 and math.isfinite(sigma)):
             raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
         self.lam, self.sigma, self.space = lam, float(sigma), space
+        self.scale: torch.Tensor | None = None  # STN's learned per-entry scale (Hyperparams(tune_scale=True))
         if generator is None:  # reproducible under torch.manual_seed(run seed), distinct from the global stream
             generator = torch.Generator(device=lam.device).manual_seed((torch.initial_seed() + 0x5A3) % 2**63)
         self.generator = generator
@@ -58,7 +65,10 @@ class SearchSampler:
     def sample(self, batch_size: int, epoch: int, device: torch.device | str) -> PolicySample:
         noise = torch.randn((batch_size, self.lam.numel()), generator=self.generator,
                             device=self.generator.device)  # (B, 54)
-        lam_i = self.lam.detach().to(device=device, dtype=torch.float32) + self.sigma * noise.to(device)
+        sigma = self.sigma if self.scale is None else F.softplus(self.scale.detach()).to(device)  # () or (H,)
+        lam_i = self.lam.detach().to(device=device, dtype=torch.float32) + sigma * noise.to(device)
+        if isinstance(self.space, TableSpace):  # no PBA policy: lambda_i's consumers apply it (spaces.py)
+            return self.space.policy_sample(lam_i)
         probs, mags = self.space.decode(lam_i)
         return PolicySample(probs, mags, lam_i)
 
@@ -86,27 +96,52 @@ class Hyperparams:
     `generator` drives this rank's eps_i (seed it per rank); `all_reduce` averages a list of gradients over the
     ranks in place (the identity for one process)."""
 
-    def __init__(self, space: SearchSpace, sigma: float, lr: float, device: torch.device | str,
+    def __init__(self, space: SearchSpace | TableSpace, sigma: float, lr: float, device: torch.device | str,
                  generator: torch.Generator | None = None, init: str = "paper", init_prob: float = 0.05,
-                 init_magnitude: float = 0.05):
+                 init_magnitude: float = 0.05, tune_scale: bool = False, entropy_weight: float = 0.0):
         self.space = space
-        self.lam = nn.Parameter(space.init_lam(device, init, init_prob, init_magnitude))  # (54,) unbounded
+        self.lam = nn.Parameter(space.init_lam(device, init, init_prob, init_magnitude))  # (lam_dim,) unbounded
         # Adam with its step count on the device, no host read per step (module docstring): capturable on CUDA,
         # fused on the CPU (where capturable is not offered and the plain form reads the count with .item())
         on_cuda = self.lam.device.type == "cuda"
-        self.optimizer = torch.optim.Adam([self.lam], lr=lr, **({"capturable": True} if on_cuda else {"fused": True}))
+        # STN's method (train.method=stn): a learned perturbation scale per entry, softplus(scale), initialised at
+        # sigma, stepped by the same Adam with an entropy bonus (STN's --tune_scales, `compute_entropy`)
+        self.scale = nn.Parameter(torch.full_like(self.lam.detach(), math.log(math.expm1(sigma)))) if tune_scale \
+            else None
+        self.entropy_weight = float(entropy_weight)
+        params = [self.lam] if self.scale is None else [self.lam, self.scale]
+        self.optimizer = torch.optim.Adam(params, lr=lr, **({"capturable": True} if on_cuda else {"fused": True}))
         self._adam_flags = {k: self.optimizer.param_groups[0][k] for k in ("capturable", "fused")}  # this device's
         self.sampler = SearchSampler(self.lam, sigma, space, generator)
+        self.sampler.scale = self.scale
         self.schedule: list[dict] = []  # one decoded policy per finished epoch
         self._sum = torch.zeros_like(self.lam.detach())  # lambda summed over this epoch's hyper steps
         self._count = torch.zeros((), dtype=torch.long, device=self.lam.device)  # this epoch's hyper steps
 
+    def hyper_lam(self, batch_size: int) -> torch.Tensor:
+        """The lambda a hyper step feeds the model: lambda itself (HBA: one shared lambda), or with a learned scale
+        (STN's --tune_scales) lambda + softplus(scale) eps_i (B, H), so the scale gets a gradient."""
+        if self.scale is None:
+            return self.lam
+        noise = torch.randn((batch_size, self.lam.numel()), generator=self.sampler.generator,
+                            device=self.sampler.generator.device).to(self.lam.device)
+        return self.lam + F.softplus(self.scale) * noise
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy of the perturbation N(0, diag(softplus(scale)^2)) (STN's `compute_entropy`)."""
+        return torch.log(F.softplus(self.scale) * math.sqrt(2 * math.pi * math.e)).sum()
+
     def step(self, loss: torch.Tensor, all_reduce: AllReduce = lambda tensors: None) -> None:
         """One Adam step on lambda from `loss` (the validation loss through theta(lambda)); only lambda's gradient
-        is computed, so the model's weights get none."""
-        (grad,) = torch.autograd.grad(loss, [self.lam])
-        all_reduce([grad])
-        self.lam.grad = grad
+        is computed, so the model's weights get none. With a learned scale, STN's objective loss - w H(scale)."""
+        if self.scale is None:
+            (grad,) = torch.autograd.grad(loss, [self.lam])
+            all_reduce([grad])
+            self.lam.grad = grad
+        else:
+            grads = list(torch.autograd.grad(loss - self.entropy_weight * self.entropy(), [self.lam, self.scale]))
+            all_reduce(grads)
+            self.lam.grad, self.scale.grad = grads
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._sum += self.lam.detach()
@@ -116,8 +151,7 @@ class Hyperparams:
         """This epoch's schedule entry: lambda averaged over its hyper steps, decoded; appended to `schedule`."""
         count = int(self._count.item())  # the epoch boundary: reading the device is fine here
         mean = self._sum / count if count else self.lam.detach()
-        probs, mags = self.space.decode(mean.float().cpu())
-        entry = {"epoch": epoch, "lam": mean.cpu().tolist(), "probs": probs.tolist(), "mags": mags.tolist()}
+        entry = self.space.schedule_entry(epoch, mean)  # PBA: {epoch, lam, probs, mags}; a table space: values
         self.schedule.append(entry)
         self._sum.zero_()
         self._count.zero_()
@@ -126,17 +160,25 @@ class Hyperparams:
     def metrics(self) -> dict:
         """lambda's range: raw logits can saturate the sigmoid while the decoded values barely move."""
         lam = self.lam.detach()
-        return {"lam_min": round(lam.min().item(), 4), "lam_max": round(lam.max().item(), 4),
-                "lam_mean": round(lam.mean().item(), 4)}
+        out = {"lam_min": round(lam.min().item(), 4), "lam_max": round(lam.max().item(), 4),
+               "lam_mean": round(lam.mean().item(), 4)}
+        if self.scale is not None:
+            out["scale_mean"] = round(F.softplus(self.scale.detach()).mean().item(), 4)
+        return out
 
     def state_dict(self) -> dict:
         """What every rank shares: lambda, Adam's moments, the schedule so far, the epoch's running sum."""
-        return {"lam": self.lam.detach().clone(), "optimizer": self.optimizer.state_dict(),
-                "schedule": list(self.schedule), "sum": self._sum.clone(), "count": int(self._count.item())}
+        state = {"lam": self.lam.detach().clone(), "optimizer": self.optimizer.state_dict(),
+                 "schedule": list(self.schedule), "sum": self._sum.clone(), "count": int(self._count.item())}
+        if self.scale is not None:
+            state["scale"] = self.scale.detach().clone()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             self.lam.copy_(state["lam"])
+            if self.scale is not None:
+                self.scale.copy_(state["scale"])
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the saved groups bring the flags of the device they came from
             group.update(self._adam_flags)

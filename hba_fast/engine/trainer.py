@@ -228,7 +228,7 @@ class Trainer:
     def hyper_step(self, batch: Batch) -> None:
         """Eq. 11: one Adam step on lambda from a clean validation batch through theta(lambda)."""
         with hyper_bn_mode(self.model, self.cfg.hyper_bn):
-            loss = self._loss(batch.images, batch.labels, self.hyper.lam)
+            loss = self._loss(batch.images, batch.labels, self.hyper.hyper_lam(batch.labels.shape[0]))
         self.hyper.step(loss, self._all_reduce)
         self._val_loss.add(loss)
         self._check_finite(loss, weight=False)

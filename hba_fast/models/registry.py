@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..augment.space import LAM_DIM
+from .alexnet import alexnet_stn, alexnet_stn_small
 from .external import ModelNames, build_external, is_external, load_checkpoint_weights
 from .layers import HyperModule
 from .pyramidnet import pyramidnet_272_200
@@ -37,6 +38,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "shake-shake-26-2x96d": shake_shake_26_2x96d,
     "shake-shake-26-2x112d": shake_shake_26_2x112d,
     "pyramidnet-272-200": pyramidnet_272_200,  # PyramidNet (bottleneck, alpha 200) + ShakeDrop
+    "alexnet-stn": alexnet_stn,  # STN's AlexNet for CIFAR-10 (paper 4.3, Table 6), 32x32
+    "alexnet-stn-small": alexnet_stn_small,  # the same at 1/4 width, fc 512: the CPU-sized Table 6
 }
 # What model.name accepts: the registry, and any torchvision:NAME / timm:NAME (models/external.py).
 MODEL_NAMES = ModelNames((*MODELS, "torchvision:<name>", "timm:<name>"))

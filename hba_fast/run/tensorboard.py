@@ -65,6 +65,12 @@ class TensorBoardSink:
 
     def schedule(self, entries: list[dict]) -> None:
         """The schedule so far (entries {"epoch", "lam", "probs", "mags"}): the new ones as scalars, and the figure."""
+        if entries and "values" in entries[0]:  # another space than PBA's (augment/spaces.py): its values by name
+            for entry in entries[self._entries_written:]:
+                for name, v in entry["values"].items():
+                    self.writer.add_scalar(f"hyperparameter/{name}", float(v), entry["epoch"])
+            self._entries_written = len(entries)
+            return
         for entry in entries[self._entries_written:]:
             epoch = entry["epoch"]
             for tag, v in zip(self._lam_tags, entry["lam"]):

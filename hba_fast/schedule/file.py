@@ -260,6 +260,9 @@ def _read_own(path: Path) -> Schedule:
         raise ScheduleError(f"{path} is not valid JSON ({e}); {AGAIN}") from None
     if isinstance(doc, dict) and doc.get("format") == FLAT_FORMAT:
         return _parse_json_flat(path, doc)
+    if isinstance(doc, dict) and doc.get("format") == "hba-fast-trajectory/1":  # schedule/trajectory.py
+        raise ScheduleError(f"{path} holds the hyperparameters of a search in space {doc.get('space')!r}, not an "
+                            f"augmentation schedule: it cannot be trained with; `hba-fast plot` draws it")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not doc.get("epochs"):
         raise ScheduleError(f"{path} is not an hba-fast schedule (expected format {FORMAT!r} with epochs); {AGAIN}")
     return _parse_schedule_json(path, doc)
