@@ -24,30 +24,18 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train_test_gap import clean_error, load_model_file  # noqa: E402
+from train_test_gap import run_train_error  # noqa: E402
 
 from hba_fast import atomic  # noqa: E402
-from hba_fast.config import from_dict  # noqa: E402
-from hba_fast.data.datasets import load_splits  # noqa: E402
-from hba_fast.models import build_model  # noqa: E402
 
 
 def run_row(run: Path, splits_cache: dict) -> dict:
     result = json.loads((run / "result.json").read_text())
     raw = yaml.safe_load((run / "config.yaml").read_text())
-    cfg = from_dict({k: v for k, v in raw.items() if k != "evaluate"})
-    key = json.dumps(raw["data"], sort_keys=True)
-    if key not in splits_cache:
-        splits_cache[key] = load_splits(cfg.data)
-    splits = splits_cache[key]
-    saved = load_model_file(run / "model.pt")
-    model = build_model(saved["model"], saved["num_classes"], "none")
-    model.load_state_dict(saved["state_dict"])
     env = json.loads((run / "environment.json").read_text()) if (run / "environment.json").exists() else {}
     return {"arm": run.parent.name, "seed": int(run.name.removeprefix("seed")),
             "test_error": result["test_error"], "test_loss": result.get("test_loss"),
-            "train_error": round(clean_error(model, splits.train.images, splits.train.labels, splits.mean,
-                                             splits.std), 4),
+            "train_error": round(run_train_error(run, splits_cache), 4),
             "train_s": result.get("train_s"), "epochs": result.get("epochs"), "evaluate": raw.get("evaluate"),
             "git_sha": env.get("git_sha"), "host": env.get("hostname"), "torch": env.get("torch"),
             "cpu_threads": env.get("cpu_threads")}

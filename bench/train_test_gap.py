@@ -49,6 +49,21 @@ def load_model_file(path: Path) -> dict:
                  f"it ran)")
 
 
+def run_train_error(run: Path, splits_cache: dict) -> float:
+    """The clean training error of a compare run's model.pt on the training split its config.yaml names (splits are
+    cached by their data config across runs)."""
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    cfg = from_dict({k: v for k, v in raw.items() if k != "evaluate"})
+    key = json.dumps(raw["data"], sort_keys=True)
+    if key not in splits_cache:
+        splits_cache[key] = load_splits(cfg.data)
+    splits = splits_cache[key]
+    saved = load_model_file(run / "model.pt")
+    model = build_model(saved["model"], saved["num_classes"], "none")
+    model.load_state_dict(saved["state_dict"])
+    return clean_error(model, splits.train.images, splits.train.labels, splits.mean, splits.std)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folder", help="a compare folder (<arm>/seed<k>/ runs)")
@@ -58,17 +73,8 @@ def main() -> None:
     runs, splits_cache = [], {}
     for result_file in sorted(Path(args.folder).glob("*/seed*/result.json")):
         run = result_file.parent
-        raw = yaml.safe_load((run / "config.yaml").read_text())
-        cfg = from_dict({k: v for k, v in raw.items() if k != "evaluate"})
-        key = json.dumps(raw["data"], sort_keys=True)
-        if key not in splits_cache:
-            splits_cache[key] = load_splits(cfg.data)
-        splits = splits_cache[key]
-        saved = load_model_file(run / "model.pt")
-        model = build_model(saved["model"], saved["num_classes"], "none")
-        model.load_state_dict(saved["state_dict"])
         result = json.loads(result_file.read_text())
-        train_error = clean_error(model, splits.train.images, splits.train.labels, splits.mean, splits.std)
+        train_error = run_train_error(run, splits_cache)
         runs.append({"arm": run.parent.name, "seed": run.name, "train_error": round(train_error, 4),
                      "test_error": result["test_error"], "gap": round(result["test_error"] - train_error, 4)})
         print(json.dumps(runs[-1]), flush=True)
